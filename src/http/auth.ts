@@ -1,0 +1,87 @@
+import fp from 'fastify-plugin';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { Db } from '../infra/db.ts';
+import { findActiveKeyByHash, type KeyIdentity, type Scope } from '../modules/keys/repository.ts';
+import { hashKey } from '../modules/keys/service.ts';
+import { problem } from './errors.ts';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The scope a route needs; every route under an authenticated context declares one. */
+    scope?: Scope;
+  }
+  interface FastifyRequest {
+    auth: KeyIdentity;
+  }
+  interface FastifyInstance {
+    /** Forgets a key at once in this process (other processes: within AUTH_CACHE_TTL_MS). */
+    forgetKey(hash: Buffer): void;
+  }
+}
+
+const MAX_CACHED_KEYS = 10_000;
+
+/**
+ * Resolves an API key to its tenant and scopes, remembering verified keys for a short
+ * TTL so a request does not pay a database round trip for authentication.
+ */
+class KeyCache {
+  private readonly entries = new Map<string, { identity: KeyIdentity; expires: number }>();
+  constructor(
+    private readonly db: Db,
+    private readonly ttlMs: number,
+  ) {}
+
+  async resolve(key: string): Promise<KeyIdentity | undefined> {
+    const hash = hashKey(key);
+    const id = hash.toString('base64');
+    const now = Date.now();
+    const hit = this.entries.get(id);
+    if (hit && hit.expires > now) return hit.identity;
+    const identity = await findActiveKeyByHash(this.db, hash);
+    if (identity && this.ttlMs > 0) {
+      if (this.entries.size >= MAX_CACHED_KEYS) this.entries.delete(this.entries.keys().next().value!);
+      this.entries.set(id, { identity, expires: now + this.ttlMs });
+    } else {
+      this.entries.delete(id);
+    }
+    return identity;
+  }
+
+  forget(hash: Buffer): void {
+    this.entries.delete(hash.toString('base64'));
+  }
+}
+
+function bearer(req: FastifyRequest): string | undefined {
+  const h = req.headers.authorization;
+  if (!h) return undefined;
+  // `Token` is what InfluxDB clients send; it means the same here
+  const m = /^(?:Bearer|Token)\s+(\S+)\s*$/i.exec(h);
+  return m?.[1];
+}
+
+/**
+ * Authentication for every route registered in the context that registers this plugin
+ * (by encapsulation: no URL matching). Each route declares `config.scope`.
+ */
+export const authPlugin = fp(
+  async (app: FastifyInstance, opts: { db: Db; ttlMs: number }) => {
+    const cache = new KeyCache(opts.db, opts.ttlMs);
+    app.decorate('forgetKey', (hash: Buffer) => cache.forget(hash));
+    app.decorateRequest('auth', null as unknown as KeyIdentity);
+    app.addHook('onRequest', async (req) => {
+      const scope = req.routeOptions.config.scope;
+      if (!scope) return; // public route (404 handler, docs)
+      const key = bearer(req);
+      if (!key) throw problem('unauthorized', 'Send an API key as `Authorization: Bearer <key>`.');
+      const identity = await cache.resolve(key);
+      if (!identity) throw problem('unauthorized', 'The API key is unknown or revoked.');
+      if (!identity.scopes.includes(scope) && !identity.scopes.includes('admin')) {
+        throw problem('forbidden', `This operation needs the '${scope}' scope.`);
+      }
+      req.auth = identity;
+    });
+  },
+  { name: 'pulse-auth' },
+);

@@ -1,0 +1,47 @@
+import fp from 'fastify-plugin';
+import type { FastifyInstance } from 'fastify';
+import type { Db, QueryTiming } from '../infra/db.ts';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Database time of this request, for Server-Timing. */
+    timing: QueryTiming;
+    /** The API pool, timed for this request. */
+    db: Db;
+    startedAt: number;
+  }
+}
+
+/**
+ * Per request: a timed database handle, a `Server-Timing` header (db, total) and the
+ * request-duration histogram labelled by route pattern (never raw URLs: bounded labels).
+ */
+export const observabilityPlugin = fp(
+  async (app: FastifyInstance) => {
+    const { database, metrics } = app.pulse;
+    app.decorateRequest('timing', null as unknown as QueryTiming);
+    app.decorateRequest('db', null as unknown as Db);
+    app.decorateRequest('startedAt', 0);
+    app.addHook('onRequest', async (req) => {
+      req.startedAt = performance.now();
+      req.timing = { dbMs: 0, queries: 0 };
+      req.db = database.api.timed(req.timing);
+    });
+    app.addHook('onSend', async (req, reply, payload) => {
+      const total = performance.now() - req.startedAt;
+      reply.header(
+        'server-timing',
+        `db;dur=${req.timing.dbMs.toFixed(2)};desc="${req.timing.queries} queries", total;dur=${total.toFixed(2)}`,
+      );
+      reply.header('x-request-id', req.id);
+      return payload;
+    });
+    app.addHook('onResponse', async (req, reply) => {
+      metrics.httpRequests.observe(
+        { route: req.routeOptions.url ?? 'unmatched', method: req.method, status: String(reply.statusCode) },
+        (performance.now() - req.startedAt) / 1000,
+      );
+    });
+  },
+  { name: 'pulse-observability', dependencies: [] },
+);

@@ -1,0 +1,225 @@
+import type { Db } from '../../infra/db.ts';
+
+/** Epoch microseconds <-> timestamptz, exactly (integer arithmetic on both sides). */
+export const TS_IN = (param: string) => `timestamptz 'epoch' + ${param} * interval '1 microsecond'`;
+export const TS_OUT = (col: string) => `(extract(epoch from ${col}) * 1000000)::int8`;
+
+// ---- write path -------------------------------------------------------------------
+
+/** Devices by (tenant, external id) pairs: one statement for a batch of many tenants. */
+export async function findDeviceIds(db: Db, tenantIds: number[], externalIds: string[]) {
+  return db.query<{ id: number; tenant_id: number; external_id: string }>(
+    'ingest.find_devices',
+    `select d.id, d.tenant_id, d.external_id
+       from unnest($1::int8[], $2::text[]) as k(tenant_id, external_id)
+       join devices d on d.tenant_id = k.tenant_id and d.external_id = k.external_id`,
+    [tenantIds, externalIds],
+  );
+}
+
+/** Creates the devices that do not exist (sorted, so concurrent writers lock in one order). */
+export async function insertDevices(db: Db, tenantIds: number[], externalIds: string[]) {
+  return db.query<{ id: number; tenant_id: number; external_id: string }>(
+    'ingest.insert_devices',
+    `insert into devices (tenant_id, external_id)
+     select t, e from unnest($1::int8[], $2::text[]) as k(t, e) order by t, e
+     on conflict (tenant_id, external_id) do nothing
+     returning id, tenant_id, external_id`,
+    [tenantIds, externalIds],
+  );
+}
+
+/** Metric sets by their names, each given as a '{a,b}' array literal of sorted names. */
+export async function findMetricSets(db: Db, names: string[]) {
+  return db.query<{ id: number; names: string[] }>(
+    'ingest.find_metric_sets',
+    `select m.id, m.names from unnest($1::text[]) as k(names) join metric_sets m on m.names = k.names::text[]`,
+    [names],
+  );
+}
+
+export async function insertMetricSets(db: Db, names: string[]) {
+  return db.query<{ id: number; names: string[] }>(
+    'ingest.insert_metric_sets',
+    `insert into metric_sets (names)
+     select k.names::text[] from unnest($1::text[]) as k(names) order by 1
+     on conflict (names) do nothing
+     returning id, names`,
+    [names],
+  );
+}
+
+export interface WriteRows {
+  /** Readings: one per (device, ts), sorted, unique; `vals` as float8[] literals. */
+  deviceIds: number[];
+  tsUs: number[];
+  sets: number[];
+  vals: string[];
+  /** Latest: one per (device, metric), the newest of the batch, sorted. */
+  latestDevices: number[];
+  latestMetrics: string[];
+  latestTsUs: number[];
+  latestValues: number[];
+}
+
+/**
+ * Readings and `latest` in one statement (data-modifying CTEs: atomic on its own, so a
+ * flush whose devices and metric sets are known is a single round trip and one commit).
+ * A reading that already exists is merged: the new metrics overwrite, the others stay.
+ * `latest` only moves forward. Its foreign key to devices also guards against writing
+ * to a device deleted since its id was cached (23503).
+ */
+export async function writeReadings(db: Db, w: WriteRows) {
+  await db.query(
+    'ingest.write',
+    `with r as (
+       insert into readings as r (device_id, ts, metric_set, vals)
+       select d, ${TS_IN('t')}, m, v::float8[] from unnest($1::int8[], $2::int8[], $3::int4[], $4::text[]) as u(d, t, m, v)
+       on conflict (device_id, ts) do update
+         set (metric_set, vals) = (select * from pulse_merge_reading(r.metric_set, r.vals, excluded.metric_set, excluded.vals))
+     ), l as (
+       insert into latest (device_id, metric, ts, value)
+       select d, m, ${TS_IN('t')}, v from unnest($5::int8[], $6::text[], $7::int8[], $8::float8[]) as u(d, m, t, v)
+       on conflict (device_id, metric) do update set ts = excluded.ts, value = excluded.value
+         where latest.ts <= excluded.ts
+     )
+     select 1`,
+    [w.deviceIds, w.tsUs, w.sets, w.vals, w.latestDevices, w.latestMetrics, w.latestTsUs, w.latestValues],
+  );
+}
+
+// ---- read path --------------------------------------------------------------------
+
+export interface LatestRow {
+  device_id: number;
+  metric: string | null;
+  ts_us: number | null;
+  value: number | null;
+}
+
+/** The device (a row with nulls when it has no readings yet) and the latest value of each metric. */
+export async function latestOfDevice(db: Db, tenantId: number, externalId: string) {
+  return db.query<LatestRow>(
+    'readings.latest_of_device',
+    `select d.id as device_id, l.metric, ${TS_OUT('l.ts')} as ts_us, l.value
+       from devices d
+       left join latest l on l.device_id = d.id
+      where d.tenant_id = $1::bigint and d.external_id = $2::text
+      order by l.metric`,
+    [tenantId, externalId],
+  );
+}
+
+export interface RangeRow {
+  device_id: number;
+  ts_us: number | null;
+  /** All metrics (no metric asked for). */
+  names: string[] | null;
+  vals: number[] | null;
+  /** The asked-for metric's value: a scalar, so no arrays cross the wire. */
+  value: number | null;
+}
+
+/**
+ * The device, and a page of its readings newest first with ts in [from, to) and before
+ * the cursor, optionally only those that have `metric`: one statement, one index range.
+ * No row: no such device; one row with nulls: no readings in range.
+ */
+export async function rangePage(
+  db: Db,
+  tenantId: number,
+  externalId: string,
+  metric: string | null,
+  fromUs: number,
+  beforeUs: number,
+  limit: number,
+) {
+  return db.query<RangeRow>(
+    'readings.range_page',
+    `select d.id as device_id, p.ts_us, p.names, p.vals, p.value
+       from devices d
+       left join lateral (
+         select ${TS_OUT('r.ts')} as ts_us,
+                case when $3::text is null then m.names end as names,
+                case when $3::text is null then r.vals end as vals,
+                r.vals[array_position(m.names, $3::text)] as value
+           from readings r join metric_sets m on m.id = r.metric_set
+          where r.device_id = d.id
+            and r.ts >= ${TS_IN('$4::int8')} and r.ts < ${TS_IN('$5::int8')}
+            and ($3::text is null or $3::text = any(m.names))
+          order by r.ts desc
+          limit $6::int
+       ) p on true
+      where d.tenant_id = $1::bigint and d.external_id = $2::text
+      order by p.ts_us desc`,
+    [tenantId, externalId, metric, fromUs, beforeUs, limit],
+  );
+}
+
+export interface BucketRow {
+  device_id: number;
+  bucket_us: number | null;
+  count: number;
+  min: number;
+  max: number;
+  avg: number;
+}
+
+/** The device, and count/min/max/avg of one metric per bucket over [from, to). */
+export async function statsOfDevice(
+  db: Db,
+  tenantId: number,
+  externalId: string,
+  metric: string,
+  fromUs: number,
+  toUs: number,
+  bucket: string,
+) {
+  return db.query<BucketRow>(
+    'readings.stats_of_device',
+    `select d.id as device_id, b.bucket_us, b.count, b.min, b.max, b.avg
+       from devices d
+       left join lateral (
+         select ${TS_OUT(`date_bin($6::interval, r.ts, timestamptz 'epoch')`)} as bucket_us,
+                count(*)::int as count, min(r.vals[m.pos]) as min, max(r.vals[m.pos]) as max, avg(r.vals[m.pos]) as avg
+           from readings r
+           join (select id, array_position(names, $3::text) as pos from metric_sets where $3::text = any(names)) m
+             on m.id = r.metric_set
+          where r.device_id = d.id and r.ts >= ${TS_IN('$4::int8')} and r.ts < ${TS_IN('$5::int8')}
+          group by 1
+       ) b on true
+      where d.tenant_id = $1::bigint and d.external_id = $2::text
+      order by b.bucket_us`,
+    [tenantId, externalId, metric, fromUs, toUs, bucket],
+  );
+}
+
+export interface DashboardRow {
+  device: string;
+  device_ts_us: number;
+  metric: string;
+  ts_us: number;
+  value: number;
+}
+
+/** The devices (optionally of one status) with the newest readings since a time, newest first, with their latest values. */
+export async function dashboard(db: Db, tenantId: number, status: string | null, sinceUs: number, limit: number) {
+  return db.query<DashboardRow>(
+    'readings.dashboard',
+    `with top as (
+       select l.device_id, max(l.ts) as ts
+         from latest l join devices d on d.id = l.device_id
+        where d.tenant_id = $1::bigint and ($2::text is null or d.status = $2::text)
+          and l.ts >= ${TS_IN('$3::int8')}
+        group by l.device_id
+        order by max(l.ts) desc, l.device_id
+        limit $4::int
+     )
+     select d.external_id as device, ${TS_OUT('top.ts')} as device_ts_us, l.metric, ${TS_OUT('l.ts')} as ts_us, l.value
+       from top
+       join devices d on d.id = top.device_id
+       join latest l on l.device_id = top.device_id
+      order by top.ts desc, top.device_id, l.metric`,
+    [tenantId, status, sinceUs, limit],
+  );
+}

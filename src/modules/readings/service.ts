@@ -1,0 +1,102 @@
+import type { Db } from '../../infra/db.ts';
+import { problem } from '../../http/errors.ts';
+import { decodeCursor, encodeCursor } from '../../lib/cursor.ts';
+import { formatUs, nowUs, parseDurationUs } from '../../lib/time.ts';
+import * as repo from './repository.ts';
+import { parseTimestamp } from './timestamp.ts';
+import type { DashboardQuery, RangeQuery, StatsQuery } from './schemas.ts';
+
+const BUCKET_US = { '1m': 60e6, '1h': 3_600e6, '1d': 86_400e6 } as const;
+const BUCKET_INTERVAL = { '1m': '1 minute', '1h': '1 hour', '1d': '1 day' } as const;
+const MAX_BUCKETS = 10_000;
+const MAX_SINCE_US = 366 * 86_400e6;
+const FAR_FUTURE_US = Date.UTC(9999, 0, 1) * 1000;
+
+function timeParam(name: string, value: string | number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const us = parseTimestamp(value);
+  if (us === null) throw problem('validation', `${name} must be an RFC 3339 timestamp or epoch milliseconds.`);
+  return us;
+}
+
+function notFound(device: string) {
+  return problem('not-found', `No device '${device}'.`);
+}
+
+export async function latestOfDevice(db: Db, tenantId: number, device: string) {
+  const rows = await repo.latestOfDevice(db, tenantId, device);
+  if (!rows.length) throw notFound(device);
+  const metrics: Record<string, { ts: string; value: number }> = {};
+  for (const r of rows) if (r.metric !== null) metrics[r.metric] = { ts: formatUs(r.ts_us!), value: r.value! };
+  return { device, metrics };
+}
+
+/** How far back the first, narrow attempt at a range page looks (see rangeOfDevice). */
+const RANGE_WINDOW_US = 2 * 86_400e6;
+
+export async function rangeOfDevice(db: Db, tenantId: number, device: string, q: RangeQuery, maxFutureSkewUs: number) {
+  const fromUs = timeParam('from', q.from, 0);
+  const toUs = timeParam('to', q.to, FAR_FUTURE_US);
+  if (fromUs >= toUs) throw problem('validation', '`from` must be before `to`.');
+  // no reading is stamped later than now + the accepted skew
+  const beforeUs = Math.min(q.cursor ? Math.min(decodeCursor(q.cursor, ['number'] as const)[0], toUs) : toUs, nowUs() + maxFutureSkewUs + 1);
+  // Newest-first over daily partitions (plus the default one) is a merge of every
+  // partition in the range: first try the last two days, which prunes the rest, and
+  // read the whole range only when that window holds less than a page.
+  const windowFromUs = Math.max(fromUs, beforeUs - RANGE_WINDOW_US);
+  let rows = await repo.rangePage(db, tenantId, device, q.metric ?? null, windowFromUs, beforeUs, q.limit);
+  const found = rows.filter((r) => r.ts_us !== null).length;
+  if (found < q.limit && windowFromUs > fromUs && rows.length > 0) {
+    rows = await repo.rangePage(db, tenantId, device, q.metric ?? null, fromUs, beforeUs, q.limit);
+  }
+  if (!rows.length) throw notFound(device);
+  const items: { ts: string; metrics: Record<string, number> }[] = [];
+  for (const r of rows) {
+    if (r.ts_us === null) continue;
+    const metrics: Record<string, number> = {};
+    if (q.metric) metrics[q.metric] = r.value!;
+    else r.names!.forEach((name, i) => (metrics[name] = r.vals![i]!));
+    items.push({ ts: formatUs(r.ts_us), metrics });
+  }
+  const last = rows[rows.length - 1]!;
+  return { device, items, next_cursor: items.length === q.limit ? encodeCursor([last.ts_us!]) : null };
+}
+
+export async function statsOfDevice(db: Db, tenantId: number, device: string, q: StatsQuery) {
+  const bucket = q.bucket ?? '1h';
+  const toUs = timeParam('to', q.to, nowUs());
+  const fromUs = timeParam('from', q.from, toUs - 86_400e6);
+  if (fromUs >= toUs) throw problem('validation', '`from` must be before `to`.');
+  if ((toUs - fromUs) / BUCKET_US[bucket] > MAX_BUCKETS) {
+    throw problem('validation', `At most ${MAX_BUCKETS} buckets per request: narrow the range or use a larger bucket.`);
+  }
+  const rows = await repo.statsOfDevice(db, tenantId, device, q.metric, fromUs, toUs, BUCKET_INTERVAL[bucket]);
+  if (!rows.length) throw notFound(device);
+  return {
+    device,
+    metric: q.metric,
+    bucket,
+    from: formatUs(fromUs),
+    to: formatUs(toUs),
+    buckets: rows
+      .filter((r) => r.bucket_us !== null)
+      .map((r) => ({ ts: formatUs(r.bucket_us!), count: r.count, min: r.min, max: r.max, avg: r.avg })),
+  };
+}
+
+export async function dashboard(db: Db, tenantId: number, q: DashboardQuery) {
+  const sinceUs = parseDurationUs(q.since);
+  if (sinceUs === null || sinceUs > MAX_SINCE_US) throw problem('validation', '`since` must be a duration such as 15m, 6h or 1d, at most 366d.');
+  const status = q.status === 'any' ? null : (q.status ?? 'active');
+  const rows = await repo.dashboard(db, tenantId, status, nowUs() - sinceUs, q.limit);
+  const items: { device: string; ts: string; metrics: Record<string, { ts: string; value: number }> }[] = [];
+  for (const r of rows) {
+    let item = items[items.length - 1];
+    if (!item || item.device !== r.device) {
+      item = { device: r.device, ts: formatUs(r.device_ts_us), metrics: {} };
+      items.push(item);
+    }
+    item.metrics[r.metric] = { ts: formatUs(r.ts_us), value: r.value };
+  }
+  return { items };
+}

@@ -1,0 +1,113 @@
+import cluster from 'node:cluster';
+import type { Logger } from 'pino';
+import { buildApp } from '../app.ts';
+import type { Config } from '../config.ts';
+import { Database } from '../infra/db.ts';
+import { createMetrics } from '../infra/metrics.ts';
+import { migrate } from '../infra/migrate.ts';
+import { ensurePartitions } from '../infra/partitions.ts';
+import { openDatabase } from './database.ts';
+
+const PARTITION_DAYS_BACK = 1;
+const PARTITION_DAYS_AHEAD = 7;
+
+/** Migrations and partitions: done once, by the process that owns the database handle. */
+async function prepareDatabase(url: string, config: Config, log: Logger) {
+  if (config.MIGRATE_ON_START) {
+    const applied = await migrate(url);
+    if (applied.length) log.info({ applied }, 'migrations applied');
+  }
+}
+
+function onSignals(handler: (signal: string) => Promise<void>, log: Logger, graceMs: number) {
+  let stopping = false;
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(signal, () => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal }, 'shutting down');
+      // a hung close must not keep the process alive forever
+      setTimeout(() => {
+        log.error('shutdown grace period exceeded, exiting');
+        process.exit(1);
+      }, graceMs + 5_000).unref();
+      handler(signal).then(
+        () => process.exit(0),
+        (err) => {
+          log.error({ err }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
+    });
+  }
+}
+
+/** One HTTP process: pools, app, listen. Returns when listening. */
+async function serveOne(url: string, config: Config, log: Logger, release: () => Promise<void>) {
+  const metrics = createMetrics();
+  const database = new Database(url, config, metrics, log);
+  const created = await ensurePartitions(database.api, PARTITION_DAYS_BACK, PARTITION_DAYS_AHEAD);
+  if (created) log.info({ created }, 'readings partitions created');
+  const app = await buildApp({ config, database, metrics, logger: log });
+  app.server.maxConnections = config.MAX_CONNECTIONS;
+  await app.listen({ host: config.HOST, port: config.PORT });
+  onSignals(
+    async () => {
+      await app.close(); // stop accepting; in-flight requests finish
+      await database.close();
+      await release();
+    },
+    log,
+    config.SHUTDOWN_GRACE_MS,
+  );
+  return app;
+}
+
+/**
+ * `pulse serve`: one process, or with workers > 1 a node:cluster primary that owns the
+ * database (embedded server, migrations) and keeps N HTTP workers on one port, replacing
+ * any that crash.
+ */
+export async function serve(config: Config, log: Logger, workers = config.WORKERS): Promise<void> {
+  if (cluster.isWorker) {
+    await serveOne(config.DATABASE_URL, config, log, async () => {});
+    return;
+  }
+  const db = await openDatabase(config, log);
+  try {
+    await prepareDatabase(db.url, config, log);
+  } catch (err) {
+    await db.release();
+    throw err;
+  }
+  if (workers <= 1) {
+    await serveOne(db.url, config, log, db.release);
+    return;
+  }
+  let stopping = false;
+  const env = { DATABASE_URL: db.url, MIGRATE_ON_START: 'false' };
+  const fork = () => cluster.fork(env);
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) return;
+    log.error({ pid: worker.process.pid, code, signal }, 'worker died; starting a replacement');
+    fork();
+  });
+  for (let i = 0; i < workers; i++) fork();
+  log.info({ workers, port: config.PORT }, 'cluster started');
+  onSignals(
+    async () => {
+      stopping = true;
+      const exits = Object.values(cluster.workers ?? {}).map(
+        (w) => new Promise<void>((resolve) => {
+          if (!w || w.isDead()) return resolve();
+          w.once('exit', () => resolve());
+          w.process.kill('SIGTERM');
+        }),
+      );
+      await Promise.all(exits);
+      await db.release();
+    },
+    log,
+    config.SHUTDOWN_GRACE_MS,
+  );
+}

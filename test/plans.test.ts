@@ -1,0 +1,75 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createTestApp, type TestApp } from './helpers/app.ts';
+import { ExplainDb, indexesUsed, readingsSeqScans, walkPlan } from '../src/infra/explain.ts';
+import * as repo from '../src/modules/readings/repository.ts';
+import { seed } from '../src/tools/seed.ts';
+
+/**
+ * The hot queries' plans on a table large enough for the planner to care (200 devices ×
+ * 4 days × 5 min ≈ 230k readings in daily partitions): index scans, never a sequential
+ * scan of readings.
+ */
+describe('query plans', () => {
+  let t: TestApp;
+  let tenantId: number;
+  const endUs = Date.UTC(2026, 10, 20) * 1000;
+  const startUs = endUs - 4 * 86_400e6;
+
+  before(async () => {
+    t = await createTestApp();
+    ({ tenantId } = await seed(t.database, {
+      tenant: 'plans',
+      devices: 200,
+      days: 4,
+      intervalS: 300,
+      metrics: ['temperature', 'humidity', 'pressure'],
+      endUs,
+    }));
+  });
+  after(() => t.close());
+
+  async function explain(run: (db: ExplainDb) => Promise<unknown>) {
+    const db = new ExplainDb(t.database.api, true);
+    await run(db);
+    assert.equal(db.explained.length, 1);
+    return db.explained[0]!;
+  }
+  const relations = (plan: Parameters<typeof walkPlan>[0]) =>
+    [...walkPlan(plan)].map((n) => n['Relation Name']).filter((r): r is string => !!r);
+
+  it('has enough rows for the planner to prefer indexes', async () => {
+    const { rows } = await t.db.pool.query('select count(*)::int as n from readings');
+    assert.ok(rows[0].n > 200_000, `seeded ${rows[0].n} rows`);
+  });
+
+  it('range page (one metric): primary-key index scans, no sequential scan of readings', async () => {
+    const q = await explain((db) => repo.rangePage(db, tenantId, 'sensor-7', 'temperature', 0, endUs - 86_400e6, 100));
+    assert.deepEqual(readingsSeqScans(q.plan), []);
+    assert.ok(indexesUsed(q.plan).some((i) => /^readings_.*pkey$/.test(i)), JSON.stringify(indexesUsed(q.plan)));
+  });
+
+  it('range page (all metrics): primary-key index scans, no sequential scan of readings', async () => {
+    const q = await explain((db) => repo.rangePage(db, tenantId, 'sensor-7', null, 0, endUs, 100));
+    assert.deepEqual(readingsSeqScans(q.plan), []);
+    assert.ok(indexesUsed(q.plan).some((i) => /^readings_.*pkey$/.test(i)), JSON.stringify(indexesUsed(q.plan)));
+  });
+
+  it('hourly stats of one device over the whole range: index scans, no sequential scan of readings', async () => {
+    const q = await explain((db) => repo.statsOfDevice(db, tenantId, 'sensor-7', 'temperature', startUs, endUs, '1 hour'));
+    assert.deepEqual(readingsSeqScans(q.plan), []);
+    assert.ok(indexesUsed(q.plan).some((i) => /^readings_.*pkey$/.test(i)), JSON.stringify(indexesUsed(q.plan)));
+  });
+
+  it('latest of a device reads the latest table by its primary key, never readings', async () => {
+    const q = await explain((db) => repo.latestOfDevice(db, tenantId, 'sensor-7'));
+    assert.ok(!relations(q.plan).some((r) => /^readings/.test(r)), JSON.stringify(relations(q.plan)));
+    assert.ok(indexesUsed(q.plan).includes('latest_pkey'), JSON.stringify(indexesUsed(q.plan)));
+  });
+
+  it('dashboard reads latest and devices, never readings', async () => {
+    const q = await explain((db) => repo.dashboard(db, tenantId, 'active', startUs, 100));
+    assert.ok(relations(q.plan).includes('latest'));
+    assert.ok(!relations(q.plan).some((r) => /^readings/.test(r)), JSON.stringify(relations(q.plan)));
+  });
+});
