@@ -1,0 +1,181 @@
+import type { Db } from '../../infra/db.ts';
+import { problem, type Problem } from '../../http/errors.ts';
+import * as repo from '../readings/repository.ts';
+import type { ReadingInput } from '../readings/types.ts';
+import { namesLiteral, type MetricSets } from './metric-sets.ts';
+
+export interface CommitResult {
+  readings: number;
+  values: number;
+  devices: number;
+}
+
+/** One client request's validated readings, as it joins a flush. */
+export interface WriteRequest {
+  tenantId: number;
+  autoCreate: boolean;
+  readings: ReadingInput[];
+}
+
+const deviceKey = (tenantId: number, device: string) => `${tenantId}\u0000${device}`;
+
+export const unknownDevices = (unknown: string[]) =>
+  problem('unknown-device', `Unknown device(s): ${unknown.slice(0, 10).join(', ')}. Create them first (auto-creation is off for this tenant).`, {
+    devices: unknown.slice(0, 100),
+  });
+
+/** Device ids by deviceKey; missing devices are created where `creatable` says so. */
+async function resolveDevices(tx: Db, keys: Map<string, { tenantId: number; device: string }>, creatable: (k: string) => boolean) {
+  const ids = new Map<string, number>();
+  const put = (rows: { id: number; tenant_id: number; external_id: string }[]) => {
+    for (const r of rows) ids.set(deviceKey(r.tenant_id, r.external_id), r.id);
+  };
+  const lists = (ks: string[]) => [ks.map((k) => keys.get(k)!.tenantId), ks.map((k) => keys.get(k)!.device)] as const;
+  put(await repo.findDeviceIds(tx, ...lists([...keys.keys()])));
+  // insert only what is missing: ON CONFLICT still draws identity values, which a
+  // blind upsert of every write would burn through
+  let missing = [...keys.keys()].filter((k) => !ids.has(k) && creatable(k));
+  if (missing.length) put(await repo.insertDevices(tx, ...lists(missing)));
+  missing = missing.filter((k) => !ids.has(k));
+  // created by a concurrent writer after this statement's snapshot: visible now
+  if (missing.length) put(await repo.findDeviceIds(tx, ...lists(missing)));
+  return ids;
+}
+
+const MAX_CACHED_DEVICES = 200_000;
+
+/**
+ * Device ids this process has seen committed (tenant, external id → id). A device deleted
+ * since is caught by the write statement's foreign key, and the flush retried uncached.
+ */
+export class DeviceIds {
+  private readonly ids = new Map<string, number>();
+  get(key: string) {
+    return this.ids.get(key);
+  }
+  remember(ids: Map<string, number>) {
+    if (this.ids.size + ids.size > MAX_CACHED_DEVICES) this.ids.clear();
+    for (const [k, v] of ids) this.ids.set(k, v);
+  }
+  clear() {
+    this.ids.clear();
+  }
+}
+
+interface Plan {
+  devices: Map<string, { tenantId: number; device: string }>;
+  autoCreate: Map<number, boolean>;
+}
+
+function plan(requests: WriteRequest[]): Plan {
+  const devices = new Map<string, { tenantId: number; device: string }>();
+  const autoCreate = new Map<number, boolean>();
+  for (const req of requests) {
+    autoCreate.set(req.tenantId, req.autoCreate);
+    for (const r of req.readings) {
+      const k = deviceKey(req.tenantId, r.device);
+      if (!devices.has(k)) devices.set(k, { tenantId: req.tenantId, device: r.device });
+    }
+  }
+  return { devices, autoCreate };
+}
+
+/** Rows to write and each request's outcome, given the device ids. */
+function shape(requests: WriteRequest[], deviceIds: Map<string, number>) {
+  // merge per (device, ts) across the batch, in arrival order; newest per (device, metric)
+  const rows = new Map<string, { d: number; t: number; metrics: Map<string, number> }>();
+  const newest = new Map<string, { d: number; m: string; t: number; v: number }>();
+  const outcome: (CommitResult | Problem)[] = requests.map((req) => {
+    const unknown = [...new Set(req.readings.map((r) => r.device))].filter((d) => !deviceIds.has(deviceKey(req.tenantId, d)));
+    if (unknown.length) return unknownDevices(unknown);
+    const own = new Set<string>();
+    const touched = new Set<number>();
+    for (const r of req.readings) {
+      const d = deviceIds.get(deviceKey(req.tenantId, r.device))!;
+      touched.add(d);
+      const rk = `${d}:${r.ts}`;
+      let row = rows.get(rk);
+      if (!row) rows.set(rk, (row = { d, t: r.ts, metrics: new Map() }));
+      for (const m in r.metrics) {
+        const v = r.metrics[m]!;
+        row.metrics.set(m, v);
+        own.add(`${rk}:${m}`);
+        const nk = `${d}\u0000${m}`;
+        const n = newest.get(nk);
+        if (!n || n.t <= r.ts) newest.set(nk, { d, m, t: r.ts, v });
+      }
+    }
+    return { readings: req.readings.length, values: own.size, devices: touched.size };
+  });
+  const shaped = [...rows.values()].map((row) => {
+    const names = [...row.metrics.keys()].sort();
+    return { d: row.d, t: row.t, set: namesLiteral(names), vals: `{${names.map((n) => row.metrics.get(n)).join(',')}}` };
+  });
+  shaped.sort((a, b) => a.d - b.d || a.t - b.t);
+  const latest = [...newest.values()].sort((a, b) => a.d - b.d || (a.m < b.m ? -1 : a.m > b.m ? 1 : 0));
+  return { outcome, shaped, latest };
+}
+
+async function write(db: Db, shaped: ReturnType<typeof shape>['shaped'], latest: ReturnType<typeof shape>['latest'], setIds: Map<string, number>) {
+  await repo.writeReadings(db, {
+    deviceIds: shaped.map((r) => r.d),
+    tsUs: shaped.map((r) => r.t),
+    sets: shaped.map((r) => setIds.get(r.set)!),
+    vals: shaped.map((r) => r.vals),
+    latestDevices: latest.map((l) => l.d),
+    latestMetrics: latest.map((l) => l.m),
+    latestTsUs: latest.map((l) => l.t),
+    latestValues: latest.map((l) => l.v),
+  });
+}
+
+/**
+ * Commits the readings of many requests (any tenants). When every device and metric set
+ * is known to this process, that is one statement and one round trip; otherwise one
+ * transaction that resolves (and creates) them first, with set-based statements. Rows
+ * merge per (device, ts), the later value of a metric winning, also against stored rows;
+ * `latest` only moves forward. A request naming a device that does not exist, for a
+ * tenant with auto-creation off, is answered 422 and left out; the others go on.
+ */
+export async function commitBatch(
+  db: Db,
+  requests: WriteRequest[],
+  metricSets: MetricSets,
+  deviceCache: DeviceIds,
+): Promise<(CommitResult | Problem)[]> {
+  const { devices, autoCreate } = plan(requests);
+  const cachedDevices = new Map<string, number>();
+  for (const k of devices.keys()) {
+    const id = deviceCache.get(k);
+    if (id !== undefined) cachedDevices.set(k, id);
+  }
+  if (cachedDevices.size === devices.size) {
+    const { outcome, shaped, latest } = shape(requests, cachedDevices);
+    const setIds = metricSets.cached(new Set(shaped.map((r) => r.set)));
+    if (setIds) {
+      try {
+        if (shaped.length) await write(db, shaped, latest, setIds);
+        return outcome;
+      } catch (err) {
+        if ((err as { code?: string }).code !== '23503') throw err;
+        deviceCache.clear(); // a cached device was deleted: resolve again below
+      }
+    }
+  }
+  let resolved: { ids: Map<string, number>; sets: Map<string, number> } | null = null;
+  const outcome = await db.tx(async (tx) => {
+    const ids = await resolveDevices(tx, devices, (k) => autoCreate.get(devices.get(k)!.tenantId)!);
+    const { outcome, shaped, latest } = shape(requests, ids);
+    const sets = await metricSets.resolve(tx, new Set(shaped.map((r) => r.set)));
+    if (shaped.length) await write(tx, shaped, latest, sets);
+    resolved = { ids, sets };
+    return outcome;
+  });
+  // committed: the ids are durable now
+  const r = resolved as { ids: Map<string, number>; sets: Map<string, number> } | null;
+  if (r) {
+    deviceCache.remember(r.ids);
+    metricSets.remember(r.sets);
+  }
+  return outcome;
+}

@@ -1,0 +1,32 @@
+import fp from 'fastify-plugin';
+import type { FastifyInstance } from 'fastify';
+import { WriteBatcher } from './batcher.ts';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Group-commit write batcher shared by every ingest path (HTTP JSON, line protocol, MQTT). */
+    batcher: WriteBatcher;
+  }
+}
+
+/** Creates the write batcher on the ingest pool; on close, flushes what is queued. */
+export const batcherPlugin = fp(
+  async (app: FastifyInstance) => {
+    const { config, database, metrics } = app.pulse;
+    const batcher = new WriteBatcher(
+      database.ingest,
+      {
+        maxBatchValues: config.INGEST_BATCH_MAX_VALUES,
+        maxWaitMs: config.INGEST_BATCH_MAX_WAIT_MS,
+        concurrency: config.INGEST_FLUSH_CONCURRENCY,
+        maxBufferValues: config.INGEST_BUFFER_MAX_VALUES,
+        maxBufferBytes: config.INGEST_BUFFER_MAX_BYTES,
+      },
+      metrics,
+      app.pulse.logger,
+    );
+    app.decorate('batcher', batcher);
+    app.addHook('onClose', () => batcher.close());
+  },
+  { name: 'pulse-batcher' },
+);
