@@ -1,0 +1,1 @@
+SELECT ts, metric_set, vals FROM wide.latest WHERE device_id = :d;

@@ -1,0 +1,1 @@
+SELECT ts, metrics FROM wjson.latest WHERE device_id = :d;

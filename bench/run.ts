@@ -1,0 +1,371 @@
+/**
+ * `pulse bench`: prepares its own database (seeded once, reused by later runs), starts
+ * every system under test as its own process, drives each scenario from a separate
+ * load-generator process, and writes report.md, report.json and chart.svg.
+ */
+import { cpus, totalmem } from 'node:os';
+import { readFileSync } from 'node:fs';
+import pg from 'pg';
+import pino from 'pino';
+import { loadConfig } from '../src/config.ts';
+import { Database } from '../src/infra/db.ts';
+import { createMetrics } from '../src/infra/metrics.ts';
+import { migrate } from '../src/infra/migrate.ts';
+import { startEmbeddedPostgres } from '../src/infra/embedded-postgres.ts';
+import { createKey } from '../src/modules/keys/service.ts';
+import { seed } from '../src/tools/seed.ts';
+import { loadBaselineFromPulse } from './baseline/load.ts';
+import { BASELINE_APP } from './baseline/server.ts';
+import { runCopyCeiling } from './copy-ceiling.ts';
+import { spawnLoad } from './lib/spawn-load.ts';
+import { startSampling, samplePostgres, type Sampler } from './lib/procstat.ts';
+import { renderHeadline, renderScenarioTable, writeReport, type BenchResults, type ScenarioResult, type SystemResult } from './lib/report.ts';
+import { summarizeRuns } from './lib/stats.ts';
+import type { LoadResult } from './lib/result.ts';
+import { selectScenarios, type ScenarioDef } from './scenarios/index.ts';
+import type { RequestArgs } from './scenarios/requests.ts';
+import { PULSE_VARIANTS, startBefore, startCeiling, startPulse, type RunningSystem } from './systems.ts';
+
+export const SIZES = {
+  tiny: { devices: 10, days: 2, intervalS: 3600 },
+  small: { devices: 100, days: 7, intervalS: 300 },
+  default: { devices: 1000, days: 30, intervalS: 300 },
+} as const;
+export type Size = keyof typeof SIZES;
+
+export interface BenchOptions {
+  scenarios: string[] | null;
+  systems: string[] | null;
+  durationMs: number;
+  warmupMs: number;
+  connections: number;
+  workers: number;
+  repeat: number;
+  size: Size;
+  out: string;
+  command: string;
+  quiet?: boolean;
+  /** Server to create the bench database on; default DATABASE_URL, else an embedded one. */
+  databaseUrl?: string;
+  /** Drop the bench database at the end (tests). */
+  dropDatabase?: boolean;
+  /** Caps every scenario's connections (smoke tests on a shared database server). */
+  maxConnections?: number;
+  /** Caps the readings per request of bulk scenarios (smoke tests: the "before" is slow). */
+  maxPerRequest?: number;
+}
+
+const METRICS = ['temperature', 'humidity', 'pressure'];
+const TENANT = 'bench';
+const REQUESTS_MODULE = new URL('./scenarios/requests.ts', import.meta.url).pathname;
+
+function withDb(url: string, name: string) {
+  const u = new URL(url);
+  u.pathname = `/${name}`;
+  return u.toString();
+}
+
+/** A connection, waiting while the server is out of connection slots (the "before" uses many). */
+async function connect(url: string): Promise<pg.Client> {
+  for (let attempt = 0; ; attempt++) {
+    const c = new pg.Client({ connectionString: url });
+    try {
+      await c.connect();
+      return c;
+    } catch (err) {
+      if (attempt >= 300 || !/too many clients|remaining connection slots/.test((err as Error).message)) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+async function sql<T extends pg.QueryResultRow>(url: string, text: string, params: unknown[] = []) {
+  const c = await connect(url);
+  try {
+    return (await c.query<T>(text, params)).rows;
+  } finally {
+    await c.end();
+  }
+}
+
+/** The bench database: created by the bench (and marked so), seeded once per size. */
+async function prepareDatabase(adminUrl: string, size: Size, withBaseline: boolean, say: (s: string) => void) {
+  const name = `pulse_bench_${size}`;
+  const url = withDb(adminUrl, name);
+  const exists = (await sql(adminUrl, 'select 1 from pg_database where datname = $1', [name])).length > 0;
+  if (!exists) await sql(adminUrl, `create database ${name}`);
+  else {
+    const marked = await sql(url, `select to_regclass('pulse_bench_meta') is not null as ok`);
+    if (!marked[0]?.ok) throw new Error(`database ${name} exists but was not created by pulse bench; drop it or pick another server`);
+  }
+  await migrate(url);
+  await sql(url, 'create table if not exists pulse_bench_meta (k text primary key, v jsonb not null)');
+  const spec = { ...SIZES[size], metrics: METRICS };
+  const meta = await sql<{ v: { spec: unknown; startUs: number; endUs: number } }>(url, `select v from pulse_bench_meta where k = 'seed'`);
+  const config = loadConfig({}, { DATABASE_URL: url, DB_STATEMENT_TIMEOUT_MS: 3_600_000, LOG_LEVEL: 'silent' });
+  const database = new Database(url, config, createMetrics(), pino({ level: 'silent' }));
+  try {
+    let window = meta[0]?.v;
+    // jsonb does not keep key order: compare canonically
+    const canonical = (o: unknown) => JSON.stringify(o, Object.keys((o ?? {}) as object).sort());
+    if (!window || canonical(window.spec) !== canonical(spec)) {
+      say(`seeding ${name}: ${spec.devices} devices × ${spec.days} days × ${spec.intervalS} s × ${METRICS.length} metrics`);
+      const started = Date.now();
+      const r = await seed(database, { tenant: TENANT, ...SIZES[size], metrics: METRICS }, (p) =>
+        say(`  seed ${p.phase} ${p.done}/${p.total} — ${p.rows.toLocaleString('en')} values`),
+      );
+      say(`  seeded ${r.rows.toLocaleString('en')} values in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+      window = { spec, startUs: r.startUs, endUs: r.endUs };
+      await sql(url, `insert into pulse_bench_meta values ('seed', $1) on conflict (k) do update set v = excluded.v`, [window]);
+      await sql(url, `delete from pulse_bench_meta where k = 'baseline'`);
+    }
+    const key = (await createKey(database.api, TENANT, ['read', 'write'])).key;
+    const baseline = await sql(url, `select 1 from pulse_bench_meta where k = 'baseline'`);
+    if (!withBaseline) {
+      // the baseline tables are loaded when a run includes the "before"
+    } else if (!baseline.length) {
+      say('loading the same data into the baseline ("before") tables');
+      await loadBaselineFromPulse(url, TENANT, key);
+      await sql(url, `insert into pulse_bench_meta values ('baseline', 'true') on conflict do nothing`);
+    } else {
+      await sql(url, `insert into baseline_keys (key, tenant) values ($1, $2)`, [key, TENANT]);
+    }
+    return { url, key, startUs: window.startUs, endUs: window.endUs, devices: spec.devices };
+  } finally {
+    await database.close();
+  }
+}
+
+/** The postmaster's pid: the parent of this connection's backend (PostgreSQL on this machine). */
+async function postmasterOf(url: string): Promise<number | null> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    const { rows } = await c.query<{ pid: number }>('select pg_backend_pid() as pid');
+    // read while the backend is alive: its parent is the postmaster
+    const stat = readFileSync(`/proc/${rows[0]!.pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch {
+    return null;
+  } finally {
+    await c.end();
+  }
+}
+
+function machine(pgVersion: string) {
+  const c = cpus();
+  return {
+    cpus: c.length,
+    model: c[0]?.model.trim() ?? 'unknown',
+    memGiB: Math.round(totalmem() / 2 ** 30),
+    node: process.versions.node,
+    pg: pgVersion,
+  };
+}
+
+export async function runBench(opts: BenchOptions): Promise<{ results: BenchResults; dir: string }> {
+  const say = (s: string) => {
+    if (!opts.quiet) process.stderr.write(`${s}\n`);
+  };
+  const scenarios = selectScenarios(opts.scenarios);
+  let adminUrl = opts.databaseUrl ?? loadConfig().DATABASE_URL;
+  let stopEmbedded: (() => Promise<void>) | null = null;
+  if (!adminUrl) {
+    say('starting the embedded PostgreSQL for the bench (.pulse/bench-pg)');
+    const server = await startEmbeddedPostgres('.pulse/bench-pg', 54331, pino({ level: 'warn' }));
+    adminUrl = server.url;
+    stopEmbedded = server.stop;
+  }
+  const running: RunningSystem[] = [];
+  let benchDb: string | null = null;
+  try {
+    const wanted = (name: string) => !opts.systems || opts.systems.includes(name);
+    const db = await prepareDatabase(adminUrl, opts.size, wanted('before'), say);
+    benchDb = db.url;
+    const pgVersion = (await sql<{ v: string }>(db.url, `select current_setting('server_version') as v`))[0]!.v;
+    const postmaster = await postmasterOf(db.url);
+
+    let port = 18_100 + Math.floor(Math.random() * 800) * 10;
+    say('starting the systems under test');
+    if (wanted('ceiling')) running.push(await startCeiling(port++));
+    for (const [name, variantEnv] of Object.entries(PULSE_VARIANTS)) {
+      if (wanted(name)) running.push(await startPulse(name, port++, db.url, opts.workers, variantEnv));
+    }
+    if (wanted('before')) running.push(await startBefore(port++, db.url));
+
+    const results: ScenarioResult[] = [];
+    for (const scenario of scenarios) {
+      results.push(await runScenario(scenario, running, db, postmaster, opts, say));
+      say(`\n${renderScenarioTable(results[results.length - 1]!)}\n`);
+    }
+    const out: BenchResults = {
+      machine: machine(pgVersion),
+      command: opts.command,
+      startedAt: new Date().toISOString(),
+      scenarios: results,
+      headline: results.some((s) => s.name === 'mixed')
+        ? { scenario: 'mixed', before: 'before', after: 'pulse' }
+        : results[0] ? { scenario: results[0].name, before: 'before', after: 'pulse' } : undefined,
+    };
+    const written = await writeReport(out, opts.out);
+    const h = out.headline && results.find((s) => s.name === out.headline!.scenario);
+    const before = h?.systems.find((s) => s.system === 'before');
+    const after = h?.systems.find((s) => s.system === 'pulse');
+    if (h && before && after) say(`\nBefore vs after — ${h.title}\n\n${renderHeadline(before, after, { scenario: h, format: 'terminal' })}\n`);
+    say(`report: ${written.markdown}\n        ${written.json}\n        ${written.svg}`);
+    return { results: out, dir: opts.out };
+  } finally {
+    for (const s of running.reverse()) await s.stop().catch(() => {});
+    if (opts.dropDatabase && benchDb) await sql(adminUrl, `drop database if exists ${new URL(benchDb).pathname.slice(1)} with (force)`);
+    if (stopEmbedded) await stopEmbedded();
+  }
+}
+
+/**
+ * Between runs: the "before" leaves queries running in PostgreSQL after its clients gave
+ * up (a closed HTTP request does not cancel them). Cancel them, and wait until the
+ * database is idle, so no run pays for the previous one.
+ */
+async function quiesce(url: string) {
+  const c = await connect(url);
+  try {
+    await c.query(
+      `select pg_cancel_backend(pid) from pg_stat_activity
+        where datname = current_database() and application_name = $1 and state <> 'idle'`,
+      [BASELINE_APP],
+    );
+    for (let i = 0; i < 300; i++) {
+      const { rows } = await c.query<{ n: number }>(
+        `select count(*)::int as n from pg_stat_activity
+          where datname = current_database() and pid <> pg_backend_pid() and state = 'active'`,
+      );
+      if (rows[0]!.n === 0) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    await c.end();
+  }
+}
+
+async function responseBytes(system: RunningSystem, path: string, key: string): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${system.port}${path}`, { headers: { authorization: `Bearer ${key}` } });
+  return (await res.arrayBuffer()).byteLength;
+}
+
+async function runScenario(
+  scenario: ScenarioDef,
+  running: RunningSystem[],
+  db: { url: string; key: string; startUs: number; endUs: number; devices: number },
+  postmaster: number | null,
+  opts: BenchOptions,
+  say: (s: string) => void,
+): Promise<ScenarioResult> {
+  const base: RequestArgs = { kind: scenario.kind, key: db.key, devices: db.devices, startUs: db.startUs, endUs: db.endUs };
+  // the ceiling returns a body the size of pulse's answer to the same request
+  const pulse = running.find((s) => s.kind === 'pulse');
+  let bytes = 211;
+  if (scenario.ceiling === 'json' && pulse) {
+    const probe = { latest: '/v1/devices/sensor-1/latest', dashboard: '/v1/readings/latest?status=active&since=1d&limit=100', range: '/v1/devices/sensor-1/readings?metric=temperature&limit=100' } as Record<string, string>;
+    if (probe[scenario.kind]) bytes = await responseBytes(pulse, probe[scenario.kind]!, db.key);
+  }
+  const runs = new Map<string, { loads: LoadResult[]; queries: number[]; cpu: number[]; rss: number[]; dbCpu: number[] }>();
+  const connections = Math.min(scenario.connections ?? opts.connections, opts.maxConnections ?? Infinity);
+  const perRequest = scenario.perRequest && Math.min(scenario.perRequest, opts.maxPerRequest ?? Infinity);
+  const valuesPerRequest = scenario.valuesPerRequest && perRequest ? (scenario.valuesPerRequest / scenario.perRequest!) * perRequest : scenario.valuesPerRequest;
+  // pulse runs everywhere, an ablation only where the scenario compares it; the COPY
+  // ceiling replaces the HTTP ceiling for bulk ingest
+  const systems = running.filter(
+    (s) =>
+      (s.kind !== 'pulse' || s.name === 'pulse' || scenario.variants?.includes(s.name)) &&
+      !(s.kind === 'ceiling' && scenario.ceiling === 'copy') &&
+      !(s.kind === 'before' && scenario.before === false),
+  );
+  const copyCeiling = scenario.ceiling === 'copy' && running.some((s) => s.kind === 'ceiling');
+  const entryOf = (name: string) => {
+    const e = runs.get(name) ?? { loads: [], queries: [], cpu: [], rss: [], dbCpu: [] };
+    runs.set(name, e);
+    return e;
+  };
+  for (let r = 0; r < opts.repeat; r++) {
+    if (copyCeiling) {
+      say(`${scenario.name}: raw COPY ceiling run ${r + 1}/${opts.repeat}`);
+      let database: Sampler | null = null;
+      const load = await runCopyCeiling(db.url, {
+        durationMs: opts.durationMs,
+        warmupMs: opts.warmupMs,
+        connections: Math.min(connections, 2),
+        valuesPerRequest: valuesPerRequest ?? 1,
+        onPhase: (phase) => {
+          if (phase === 'measure') database = postmaster ? samplePostgres(postmaster) : null;
+          else {
+            const d = (database as Sampler | null)?.stop();
+            if (d) entryOf('ceiling (raw COPY)').dbCpu.push(d.cpuPct);
+          }
+        },
+      });
+      entryOf('ceiling (raw COPY)').loads.push(load);
+    }
+    for (const system of systems) {
+      const args: RequestArgs =
+        system.kind === 'ceiling'
+          ? { ...base, kind: scenario.ceiling === 'json' ? 'ceiling-json' : 'ceiling-write', bytes, run: r }
+          : { ...base, run: r, perRequest };
+      say(`${scenario.name}: ${system.name} run ${r + 1}/${opts.repeat}`);
+      let q0: Promise<number | null> = Promise.resolve(null);
+      let q1: Promise<number | null> = Promise.resolve(null);
+      let server: Sampler | null = null;
+      let database: Sampler | null = null;
+      const load = await spawnLoad(
+        {
+          url: `http://127.0.0.1:${system.port}`,
+          connections,
+          durationMs: opts.durationMs,
+          warmupMs: opts.warmupMs,
+          timeoutMs: 10_000,
+          requests: { module: REQUESTS_MODULE, export: 'make', args },
+        },
+        {
+          onPhase: (phase) => {
+            if (phase === 'measure') {
+              q0 = system.queries().catch(() => null);
+              server = startSampling([system.pid], 250, { includeDescendants: true });
+              database = postmaster ? samplePostgres(postmaster) : null;
+            } else {
+              q1 = system.queries().catch(() => null);
+              const s = (server as Sampler | null)?.stop();
+              const d = (database as Sampler | null)?.stop();
+              const entry = entryOf(system.name);
+              if (s) entry.cpu.push(s.cpuPct), entry.rss.push(s.peakRssBytes);
+              if (d) entry.dbCpu.push(d.cpuPct);
+            }
+          },
+        },
+      );
+      const [from, to] = await Promise.all([q0, q1]);
+      await quiesce(db.url);
+      const entry = entryOf(system.name);
+      entry.loads.push(load);
+      // statements counted over the measured window, per request answered in it
+      if (from !== null && to !== null && load.requests > 0) entry.queries.push((to - from) / load.requests);
+    }
+  }
+  const med = (xs: number[]) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] : undefined);
+  const named = [...(copyCeiling ? [{ name: 'ceiling (raw COPY)', kind: 'copy' }] : []), ...systems.map((s) => ({ name: s.name, kind: s.kind }))];
+  const results: SystemResult[] = named.map((s) => {
+    const e = runs.get(s.name)!;
+    const summary = summarizeRuns(e.loads);
+    return {
+      system: s.kind === 'copy' ? 'ceiling' : s.name,
+      runs: e.loads,
+      median: summary.median,
+      extra: {
+        dbQueriesPerReq: s.kind === 'ceiling' || s.kind === 'copy' ? undefined : med(e.queries),
+        serverCpuPct: med(e.cpu),
+        peakRssBytes: e.rss.length ? Math.max(...e.rss) : undefined,
+        dbCpuPct: s.kind === 'ceiling' ? undefined : med(e.dbCpu),
+        valuesPerRequest,
+      },
+    };
+  });
+  return { name: scenario.name, title: scenario.title, unit: scenario.unit, systems: results };
+}

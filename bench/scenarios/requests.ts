@@ -1,0 +1,125 @@
+/**
+ * Request generators of the bench scenarios, loaded by the load generator's child
+ * process (bench/lib/load.ts): `make(args)` returns `(i) => request`. Devices are drawn
+ * from a seeded Zipf distribution (a few hot devices, a long tail), the same sequence
+ * for every system.
+ */
+import type { GeneratedRequest, RequestFn } from '../lib/load.ts';
+import { seededRandom, zipfSampler } from '../lib/generators.ts';
+
+export interface RequestArgs {
+  kind:
+    | 'latest'
+    | 'dashboard'
+    | 'range'
+    | 'stats'
+    | 'ingest'
+    | 'ingest-batch'
+    | 'line-protocol'
+    | 'ndjson'
+    | 'mixed'
+    | 'ceiling-json'
+    | 'ceiling-write';
+  key: string;
+  devices: number;
+  /** Seeded data window, epoch µs. */
+  startUs: number;
+  endUs: number;
+  /** Response size for ceiling-json. */
+  bytes?: number;
+  /** Distinguishes repeats so writes never collide with an earlier run's timestamps. */
+  run?: number;
+  /** Readings per request for the bulk kinds. */
+  perRequest?: number;
+}
+
+const iso = (us: number) => new Date(us / 1000).toISOString();
+
+export function make(raw: unknown): RequestFn {
+  const args = raw as RequestArgs;
+  const headers = { authorization: `Bearer ${args.key}` };
+  const jsonHeaders = { ...headers, 'content-type': 'application/json' };
+  const random = seededRandom(42 + (args.run ?? 0));
+  const device = zipfSampler(args.devices, 1.1, random);
+  const deviceName = () => `sensor-${device() + 1}`;
+  // writes are stamped now, with the request number as µs so one device's readings differ
+  const nowTs = (i: number) => {
+    const us = Date.now() * 1000 + (i % 1000);
+    return `${iso(us).slice(0, -1)}${String(us % 1000).padStart(3, '0')}Z`;
+  };
+
+  const latest = (): GeneratedRequest => ({ method: 'GET', path: `/v1/devices/${deviceName()}/latest`, headers });
+  const dashboard: GeneratedRequest = { method: 'GET', path: '/v1/readings/latest?status=active&since=1d&limit=100', headers };
+  const range = (): GeneratedRequest => ({
+    method: 'GET',
+    path: `/v1/devices/${deviceName()}/readings?metric=temperature&limit=100`,
+    headers,
+  });
+  const statsPath = `metric=temperature&bucket=1h&from=${iso(args.startUs)}&to=${iso(args.endUs)}`;
+  const stats = (): GeneratedRequest => ({ method: 'GET', path: `/v1/devices/${deviceName()}/stats?${statsPath}`, headers });
+  const ingest = (i: number): GeneratedRequest => ({
+    method: 'POST',
+    path: '/v1/readings',
+    headers: jsonHeaders,
+    body: Buffer.from(
+      JSON.stringify([
+        {
+          device: deviceName(),
+          ts: nowTs(i),
+          metrics: { temperature: 20 + random() * 5, humidity: 40 + random() * 20, pressure: 1000 + random() * 20 },
+        },
+      ]),
+    ),
+  });
+
+  // bulk writes: every reading gets its own µs, so no (device, ts) repeats within a run
+  const n = args.perRequest ?? 1000;
+  const bulkBaseUs = Date.now() * 1000;
+  const bulkTs = (i: number, j: number) => bulkBaseUs + i * n + j;
+  const value = () => Math.round(random() * 10_000) / 100;
+  const bulk = (i: number, type: string, line: (device: string, us: number) => string, path = '/v1/readings', join = '\n') => {
+    const lines: string[] = new Array(n);
+    for (let j = 0; j < n; j++) lines[j] = line(deviceName(), bulkTs(i, j));
+    return { method: 'POST', path, headers: { ...headers, 'content-type': type }, body: Buffer.from(lines.join(join) + (join === ',' ? '' : '\n')) };
+  };
+  const reading = (device: string, us: number) =>
+    `{"device":"${device}","ts":${us / 1000},"metrics":{"temperature":${value()},"humidity":${value()},"pressure":${value()}}}`;
+
+  switch (args.kind) {
+    case 'ingest-batch':
+      return (i) => {
+        const r = bulk(i, 'application/json', reading, '/v1/readings', ',');
+        return { ...r, body: Buffer.concat([Buffer.from('['), r.body, Buffer.from(']')]) };
+      };
+    case 'ndjson':
+      return (i) => bulk(i, 'application/x-ndjson', reading);
+    case 'line-protocol':
+      return (i) =>
+        bulk(i, 'text/plain', (device, us) => `env,device=${device} temperature=${value()},humidity=${value()},pressure=${value()} ${us}`, '/write?precision=us');
+    case 'latest':
+      return latest;
+    case 'dashboard':
+      return () => dashboard;
+    case 'range':
+      return range;
+    case 'stats':
+      return stats;
+    case 'ingest':
+      return ingest;
+    case 'mixed':
+      // 80 % reads (latest 50, range 20, dashboard 10), 20 % single-reading writes
+      return (i) => {
+        const r = random();
+        return r < 0.5 ? latest() : r < 0.7 ? range() : r < 0.8 ? dashboard : ingest(i);
+      };
+    case 'ceiling-json': {
+      const req = { method: 'GET', path: `/ceiling/json?bytes=${args.bytes ?? 211}` };
+      return () => req;
+    }
+    case 'ceiling-write': {
+      const body = ingest(0).body;
+      const req = { method: 'POST', path: '/ceiling/write', headers: { 'content-type': 'application/json' }, body };
+      return () => req;
+    }
+  }
+}
