@@ -1,6 +1,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { Logger, runMigrations } from 'graphile-worker';
 
 export const MIGRATIONS_DIR = fileURLToPath(new URL('../../migrations/', import.meta.url));
 
@@ -26,7 +27,8 @@ const LOCK = 'select pg_advisory_lock(hashtext($1))';
 const UNLOCK = 'select pg_advisory_unlock(hashtext($1))';
 
 /**
- * Applies pending migrations, each in its own transaction, recorded in pulse_migrations.
+ * Applies pending migrations, each in its own transaction, recorded in pulse_migrations,
+ * then graphile-worker's (the job queue, schema graphile_worker).
  * Forward-only. An advisory lock makes concurrent starts (cluster workers, several
  * instances) apply each migration exactly once. Returns the versions applied.
  */
@@ -56,12 +58,18 @@ export async function migrate(url: string, dir = MIGRATIONS_DIR): Promise<number
         throw new Error(`migration ${m.version}_${m.name} failed: ${(err as Error).message}`, { cause: err });
       }
     }
+    // the job queue's own schema (graphile_worker), versioned by graphile-worker itself
+    await runMigrations({ connectionString: url, logger: quietLogger });
     await client.query(UNLOCK, ['pulse_migrate']);
   } finally {
     await client.end();
   }
   return applied;
 }
+
+const quietLogger = new Logger(() => (level, message) => {
+  if (level === 'error' || level === 'warning') process.stderr.write(`graphile-worker: ${message}\n`);
+});
 
 /** The latest version on disk, and whether the database has it (for /readyz). */
 export async function latestMigrationVersion(dir = MIGRATIONS_DIR): Promise<number> {
