@@ -24,6 +24,7 @@ import { summarizeRuns } from './lib/stats.ts';
 import type { LoadResult } from './lib/result.ts';
 import { selectScenarios, type ScenarioDef } from './scenarios/index.ts';
 import type { RequestArgs } from './scenarios/requests.ts';
+import { findInfluxd, startInfluxdb } from './peers/influxdb.ts';
 import { PULSE_VARIANTS, startBefore, startCeiling, startPulse, type RunningSystem } from './systems.ts';
 
 export const SIZES = {
@@ -192,6 +193,13 @@ export async function runBench(opts: BenchOptions): Promise<{ results: BenchResu
       if (wanted(name)) running.push(await startPulse(name, port++, db.url, opts.workers, variantEnv));
     }
     if (wanted('before')) running.push(await startBefore(port++, db.url));
+    if (scenarios.some((s) => s.peers?.includes('influxdb')) && wanted('influxdb')) {
+      const influxd = findInfluxd();
+      const seedKey = JSON.stringify({ size: opts.size, startUs: db.startUs, endUs: db.endUs, devices: db.devices });
+      if (influxd) running.push(await startInfluxdb(influxd, (port += 2), opts.size, seedKey, db.url, say));
+      else if (opts.systems) throw new Error('--systems influxdb: no influxd on PATH (Debian: apt-get install influxdb)');
+      else say('InfluxDB left out: no influxd on PATH (Debian: apt-get install influxdb)');
+    }
 
     const results: ScenarioResult[] = [];
     for (const scenario of scenarios) {
@@ -278,7 +286,8 @@ async function runScenario(
     (s) =>
       (s.kind !== 'pulse' || s.name === 'pulse' || scenario.variants?.includes(s.name)) &&
       !(s.kind === 'ceiling' && scenario.ceiling === 'copy') &&
-      !(s.kind === 'before' && scenario.before === false),
+      !(s.kind === 'before' && scenario.before === false) &&
+      (s.kind !== 'peer' || !!scenario.peers?.includes(s.name)),
   );
   const copyCeiling = scenario.ceiling === 'copy' && running.some((s) => s.kind === 'ceiling');
   const entryOf = (name: string) => {
@@ -309,7 +318,7 @@ async function runScenario(
       const args: RequestArgs =
         system.kind === 'ceiling'
           ? { ...base, kind: scenario.ceiling === 'json' ? 'ceiling-json' : 'ceiling-write', bytes, run: r }
-          : { ...base, run: r, perRequest };
+          : { ...base, run: r, perRequest, ...(system.kind === 'peer' ? { peer: system.name as 'influxdb' } : {}) };
       say(`${scenario.name}: ${system.name} run ${r + 1}/${opts.repeat}`);
       let q0: Promise<number | null> = Promise.resolve(null);
       let q1: Promise<number | null> = Promise.resolve(null);

@@ -1,7 +1,7 @@
 /**
  * The systems under test, each a separate process: the ceiling (bare Fastify), pulse as
- * configured, pulse with one technique switched off through its real config knob, and
- * the "before" baseline. Adding an ablation is one entry in PULSE_VARIANTS.
+ * configured, pulse with one technique switched off through its real config knob, the
+ * "before" baseline, and peers (bench/peers: InfluxDB). Adding an ablation is one entry in PULSE_VARIANTS.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -11,7 +11,7 @@ const ROOT = fileURLToPath(new URL('../', import.meta.url));
 
 export interface RunningSystem {
   name: string;
-  kind: 'ceiling' | 'pulse' | 'before';
+  kind: 'ceiling' | 'pulse' | 'before' | 'peer';
   port: number;
   pid: number;
   /** Statements run so far, from the system's own counter (null: unknown). */

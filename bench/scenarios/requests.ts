@@ -31,6 +31,8 @@ export interface RequestArgs {
   run?: number;
   /** Readings per request for the bulk kinds. */
   perRequest?: number;
+  /** The same question asked of a peer in its own API (bench/peers). */
+  peer?: 'influxdb';
 }
 
 const iso = (us: number) => new Date(us / 1000).toISOString();
@@ -85,6 +87,7 @@ export function make(raw: unknown): RequestFn {
   const reading = (device: string, us: number) =>
     `{"device":"${device}","ts":${us / 1000},"metrics":{"temperature":${value()},"humidity":${value()},"pressure":${value()}}}`;
 
+  if (args.peer === 'influxdb') return influxdb(args, deviceName, value, bulk);
   switch (args.kind) {
     case 'ingest-batch':
       return (i) => {
@@ -121,5 +124,31 @@ export function make(raw: unknown): RequestFn {
       const req = { method: 'POST', path: '/ceiling/write', headers: { 'content-type': 'application/json' }, body };
       return () => req;
     }
+  }
+}
+
+/** The scenarios InfluxDB answers, in its own API: line protocol writes and InfluxQL aggregates. */
+function influxdb(
+  args: RequestArgs,
+  deviceName: () => string,
+  value: () => number,
+  bulk: (i: number, type: string, line: (device: string, us: number) => string, path: string) => GeneratedRequest,
+): RequestFn {
+  const write = '/write?db=pulse&precision=u';
+  const line = (device: string, us: number) => `env,device=${device} temperature=${value()},humidity=${value()},pressure=${value()} ${us}`;
+  switch (args.kind) {
+    case 'ingest':
+      return (i) => ({ method: 'POST', path: write, headers: { 'content-type': 'text/plain' }, body: Buffer.from(line(deviceName(), Date.now() * 1000 + (i % 1000))) });
+    case 'line-protocol':
+      return (i) => bulk(i, 'text/plain', line, write);
+    case 'stats': {
+      const where = `time >= '${iso(args.startUs)}' AND time < '${iso(args.endUs)}'`;
+      return () => {
+        const q = `SELECT count(temperature),min(temperature),max(temperature),mean(temperature) FROM env WHERE device='${deviceName()}' AND ${where} GROUP BY time(1h) fill(none)`;
+        return { method: 'GET', path: `/query?db=pulse&q=${encodeURIComponent(q)}` };
+      };
+    }
+    default:
+      throw new Error(`influxdb has no ${args.kind} scenario`);
   }
 }
