@@ -31,6 +31,8 @@ export const PULSE_VARIANTS: Record<string, Record<string, string>> = {
   'pulse (flush wait 5 ms)': { INGEST_BATCH_MAX_WAIT_MS: '5' },
   'pulse (2 flushes at a time)': { INGEST_FLUSH_CONCURRENCY: '2' },
   'pulse (4 flushes at a time)': { INGEST_FLUSH_CONCURRENCY: '4' },
+  // responses over 1 KiB are sent uncompressed (the load generator asks for gzip/br on reads)
+  'pulse (compression off)': { COMPRESS_RESPONSES: 'false' },
 };
 
 function waitForLine(child: ChildProcess, pattern: RegExp, what: string, timeoutMs = 60_000): Promise<void> {

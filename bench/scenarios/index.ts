@@ -28,8 +28,8 @@ export interface ScenarioDef {
 
 export const SCENARIOS: ScenarioDef[] = [
   { name: 'device-latest', title: 'Latest values of one device (Zipf devices)', unit: 'req/s', kind: 'latest', ceiling: 'json' },
-  { name: 'dashboard', title: 'Dashboard: newest readings of active devices (/v1/readings/latest)', unit: 'req/s', kind: 'dashboard', ceiling: 'json' },
-  { name: 'range-page', title: 'Range page: newest 100 values of a metric', unit: 'req/s', kind: 'range', ceiling: 'json' },
+  { name: 'dashboard', title: 'Dashboard: newest readings of active devices (/v1/readings/latest)', unit: 'req/s', kind: 'dashboard', ceiling: 'json', variants: ['pulse (compression off)'] },
+  { name: 'range-page', title: 'Range page: newest 100 values of a metric', unit: 'req/s', kind: 'range', ceiling: 'json', variants: ['pulse (compression off)'] },
   { name: 'stats-30d', title: '30-day hourly stats of one device', unit: 'req/s', kind: 'stats', ceiling: 'json', peers: ['influxdb'] },
   { name: 'ingest-single', title: 'Single-reading ingest (3 metrics per request), 50 connections', unit: 'req/s', kind: 'ingest', ceiling: 'write', connections: 50, variants: ['pulse (batch size 1)', 'pulse (flush wait 5 ms)', 'pulse (2 flushes at a time)', 'pulse (4 flushes at a time)'], peers: ['influxdb'] },
   { name: 'ingest-single-200', title: 'Single-reading ingest (3 metrics per request), 200 connections', unit: 'req/s', kind: 'ingest', ceiling: 'write', connections: 200, variants: ['pulse (batch size 1)', 'pulse (flush wait 5 ms)', 'pulse (2 flushes at a time)', 'pulse (4 flushes at a time)'] },

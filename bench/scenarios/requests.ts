@@ -40,6 +40,8 @@ const iso = (us: number) => new Date(us / 1000).toISOString();
 export function make(raw: unknown): RequestFn {
   const args = raw as RequestArgs;
   const headers = { authorization: `Bearer ${args.key}` };
+  // reads ask for compression as browsers and HTTP client libraries do
+  const readHeaders = { ...headers, 'accept-encoding': 'gzip, br' };
   const jsonHeaders = { ...headers, 'content-type': 'application/json' };
   const random = seededRandom(42 + (args.run ?? 0));
   const device = zipfSampler(args.devices, 1.1, random);
@@ -50,15 +52,15 @@ export function make(raw: unknown): RequestFn {
     return `${iso(us).slice(0, -1)}${String(us % 1000).padStart(3, '0')}Z`;
   };
 
-  const latest = (): GeneratedRequest => ({ method: 'GET', path: `/v1/devices/${deviceName()}/latest`, headers });
-  const dashboard: GeneratedRequest = { method: 'GET', path: '/v1/readings/latest?status=active&since=1d&limit=100', headers };
+  const latest = (): GeneratedRequest => ({ method: 'GET', path: `/v1/devices/${deviceName()}/latest`, headers: readHeaders });
+  const dashboard: GeneratedRequest = { method: 'GET', path: '/v1/readings/latest?status=active&since=1d&limit=100', headers: readHeaders };
   const range = (): GeneratedRequest => ({
     method: 'GET',
     path: `/v1/devices/${deviceName()}/readings?metric=temperature&limit=100`,
-    headers,
+    headers: readHeaders,
   });
   const statsPath = `metric=temperature&bucket=1h&from=${iso(args.startUs)}&to=${iso(args.endUs)}`;
-  const stats = (): GeneratedRequest => ({ method: 'GET', path: `/v1/devices/${deviceName()}/stats?${statsPath}`, headers });
+  const stats = (): GeneratedRequest => ({ method: 'GET', path: `/v1/devices/${deviceName()}/stats?${statsPath}`, headers: readHeaders });
   const ingest = (i: number): GeneratedRequest => ({
     method: 'POST',
     path: '/v1/readings',
