@@ -1,12 +1,25 @@
 -- tables
 api_keys 
 devices 
+fleet_rollup_1d 
+fleet_rollup_1h 
+fleet_rollup_1m 
+fleet_rollup_dirty 
 latest 
 metric_sets 
 pulse_migrations 
 readings partitioned by RANGE (ts)
 readings_default 
+reports 
+rollup_1d 
+rollup_1h 
+rollup_1m 
+rollup_dirty 
+rollup_metrics 
+rollup_watermark 
+sessions 
 tenants 
+webhooks 
 
 -- columns
 api_keys.id bigint not null identity
@@ -25,6 +38,45 @@ devices.status text not null default 'active'::text
 devices.metadata jsonb not null default '{}'::jsonb
 devices.created_at timestamp with time zone not null default now()
 devices.updated_at timestamp with time zone not null default now()
+fleet_rollup_1d.tenant_id bigint not null
+fleet_rollup_1d.metric_id integer not null
+fleet_rollup_1d.bucket timestamp with time zone not null
+fleet_rollup_1d.status text not null
+fleet_rollup_1d.count bigint not null
+fleet_rollup_1d.sum double precision not null
+fleet_rollup_1d.min double precision not null
+fleet_rollup_1d.max double precision not null
+fleet_rollup_1d.first_ts timestamp with time zone not null
+fleet_rollup_1d.first_v double precision not null
+fleet_rollup_1d.last_ts timestamp with time zone not null
+fleet_rollup_1d.last_v double precision not null
+fleet_rollup_1h.tenant_id bigint not null
+fleet_rollup_1h.metric_id integer not null
+fleet_rollup_1h.bucket timestamp with time zone not null
+fleet_rollup_1h.status text not null
+fleet_rollup_1h.count bigint not null
+fleet_rollup_1h.sum double precision not null
+fleet_rollup_1h.min double precision not null
+fleet_rollup_1h.max double precision not null
+fleet_rollup_1h.first_ts timestamp with time zone not null
+fleet_rollup_1h.first_v double precision not null
+fleet_rollup_1h.last_ts timestamp with time zone not null
+fleet_rollup_1h.last_v double precision not null
+fleet_rollup_1m.tenant_id bigint not null
+fleet_rollup_1m.metric_id integer not null
+fleet_rollup_1m.bucket timestamp with time zone not null
+fleet_rollup_1m.status text not null
+fleet_rollup_1m.count bigint not null
+fleet_rollup_1m.sum double precision not null
+fleet_rollup_1m.min double precision not null
+fleet_rollup_1m.max double precision not null
+fleet_rollup_1m.first_ts timestamp with time zone not null
+fleet_rollup_1m.first_v double precision not null
+fleet_rollup_1m.last_ts timestamp with time zone not null
+fleet_rollup_1m.last_v double precision not null
+fleet_rollup_dirty.tenant_id bigint not null
+fleet_rollup_dirty.hour timestamp with time zone not null
+fleet_rollup_dirty.version bigint not null default 1
 latest.device_id bigint not null
 latest.metric text not null
 latest.ts timestamp with time zone not null
@@ -42,10 +94,80 @@ readings_default.device_id bigint not null
 readings_default.ts timestamp with time zone not null
 readings_default.metric_set integer not null
 readings_default.vals double precision[] not null
+reports.id uuid not null default gen_random_uuid()
+reports.tenant_id bigint not null
+reports.params jsonb not null
+reports.status text not null default 'queued'::text
+reports.rows bigint
+reports.bytes bigint
+reports.error text
+reports.created_at timestamp with time zone not null default now()
+reports.finished_at timestamp with time zone
+reports.expires_at timestamp with time zone
+rollup_1d.device_id bigint not null
+rollup_1d.metric_id integer not null
+rollup_1d.bucket timestamp with time zone not null
+rollup_1d.count bigint not null
+rollup_1d.sum double precision not null
+rollup_1d.min double precision not null
+rollup_1d.max double precision not null
+rollup_1d.first_ts timestamp with time zone not null
+rollup_1d.first_v double precision not null
+rollup_1d.last_ts timestamp with time zone not null
+rollup_1d.last_v double precision not null
+rollup_1h.device_id bigint not null
+rollup_1h.metric_id integer not null
+rollup_1h.bucket timestamp with time zone not null
+rollup_1h.count bigint not null
+rollup_1h.sum double precision not null
+rollup_1h.min double precision not null
+rollup_1h.max double precision not null
+rollup_1h.first_ts timestamp with time zone not null
+rollup_1h.first_v double precision not null
+rollup_1h.last_ts timestamp with time zone not null
+rollup_1h.last_v double precision not null
+rollup_1m.device_id bigint not null
+rollup_1m.metric_id integer not null
+rollup_1m.bucket timestamp with time zone not null
+rollup_1m.count bigint not null
+rollup_1m.sum double precision not null
+rollup_1m.min double precision not null
+rollup_1m.max double precision not null
+rollup_1m.first_ts timestamp with time zone not null
+rollup_1m.first_v double precision not null
+rollup_1m.last_ts timestamp with time zone not null
+rollup_1m.last_v double precision not null
+rollup_dirty.device_id bigint not null
+rollup_dirty.hour timestamp with time zone not null
+rollup_dirty.version bigint not null default 1
+rollup_metrics.id integer not null identity
+rollup_metrics.name text not null
+rollup_watermark.id boolean not null default true
+rollup_watermark.done timestamp with time zone
+rollup_watermark.pending timestamp with time zone
+rollup_watermark.pending_at timestamp with time zone
+sessions.id uuid not null default gen_random_uuid()
+sessions.tenant_id bigint not null
+sessions.device_id bigint not null
+sessions.status text not null default 'open'::text
+sessions.started_at timestamp with time zone not null default now()
+sessions.completed_at timestamp with time zone
+sessions.summary jsonb
+sessions.revision integer not null default 0
+sessions.stale boolean not null default false
+sessions.error text
+sessions.summarized_at timestamp with time zone
+sessions.notify_email text
 tenants.id bigint not null identity
 tenants.name text not null
 tenants.auto_create_devices boolean not null default true
 tenants.created_at timestamp with time zone not null default now()
+webhooks.id uuid not null default gen_random_uuid()
+webhooks.tenant_id bigint not null
+webhooks.url text not null
+webhooks.events text[] not null
+webhooks.secret text not null
+webhooks.created_at timestamp with time zone not null default now()
 
 -- constraints
 api_keys api_keys_hash_key UNIQUE (hash)
@@ -56,6 +178,13 @@ devices devices_pkey PRIMARY KEY (id)
 devices devices_status_check CHECK ((status = ANY (ARRAY['active'::text, 'inactive'::text])))
 devices devices_tenant_id_external_id_key UNIQUE (tenant_id, external_id)
 devices devices_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+fleet_rollup_1d fleet_rollup_1d_pkey PRIMARY KEY (tenant_id, metric_id, bucket, status) INCLUDE (count, sum, min, max, first_ts, first_v, last_ts, last_v)
+fleet_rollup_1d fleet_rollup_1d_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+fleet_rollup_1h fleet_rollup_1h_pkey PRIMARY KEY (tenant_id, metric_id, bucket, status) INCLUDE (count, sum, min, max, first_ts, first_v, last_ts, last_v)
+fleet_rollup_1h fleet_rollup_1h_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+fleet_rollup_1m fleet_rollup_1m_pkey PRIMARY KEY (tenant_id, metric_id, bucket, status) INCLUDE (count, sum, min, max, first_ts, first_v, last_ts, last_v)
+fleet_rollup_1m fleet_rollup_1m_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+fleet_rollup_dirty fleet_rollup_dirty_pkey PRIMARY KEY (tenant_id, hour)
 latest latest_device_id_fkey FOREIGN KEY (device_id) REFERENCES devices(id) ON DELETE CASCADE
 latest latest_pkey PRIMARY KEY (device_id, metric)
 metric_sets metric_sets_names_check CHECK (((cardinality(names) >= 1) AND (cardinality(names) <= 256)))
@@ -64,25 +193,67 @@ metric_sets metric_sets_pkey PRIMARY KEY (id)
 pulse_migrations pulse_migrations_pkey PRIMARY KEY (version)
 readings readings_pkey PRIMARY KEY (device_id, ts)
 readings_default readings_default_pkey PRIMARY KEY (device_id, ts)
+reports reports_pkey PRIMARY KEY (id)
+reports reports_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'running'::text, 'ready'::text, 'failed'::text, 'expired'::text])))
+reports reports_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+rollup_1d rollup_1d_pkey PRIMARY KEY (device_id, metric_id, bucket) INCLUDE (count, sum, min, max, first_ts, first_v, last_ts, last_v)
+rollup_1h rollup_1h_pkey PRIMARY KEY (device_id, metric_id, bucket) INCLUDE (count, sum, min, max, first_ts, first_v, last_ts, last_v)
+rollup_1m rollup_1m_pkey PRIMARY KEY (device_id, metric_id, bucket)
+rollup_dirty rollup_dirty_pkey PRIMARY KEY (device_id, hour)
+rollup_metrics rollup_metrics_name_key UNIQUE (name)
+rollup_metrics rollup_metrics_pkey PRIMARY KEY (id)
+rollup_watermark rollup_watermark_id_check CHECK (id)
+rollup_watermark rollup_watermark_pkey PRIMARY KEY (id)
+sessions sessions_check CHECK (((status = 'open'::text) = (completed_at IS NULL)))
+sessions sessions_check1 CHECK (((completed_at IS NULL) OR (completed_at >= started_at)))
+sessions sessions_device_id_fkey FOREIGN KEY (device_id) REFERENCES devices(id) ON DELETE CASCADE
+sessions sessions_pkey PRIMARY KEY (id)
+sessions sessions_status_check CHECK ((status = ANY (ARRAY['open'::text, 'completing'::text, 'completed'::text, 'failed'::text])))
+sessions sessions_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
 tenants tenants_name_check CHECK ((name ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$'::text))
 tenants tenants_name_key UNIQUE (name)
 tenants tenants_pkey PRIMARY KEY (id)
+webhooks webhooks_events_check CHECK (((cardinality(events) > 0) AND (events <@ ARRAY['session.completed'::text, 'report.ready'::text, 'device.created'::text])))
+webhooks webhooks_pkey PRIMARY KEY (id)
+webhooks webhooks_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+webhooks webhooks_url_check CHECK ((url ~ '^https?://'::text))
 
 -- indexes
 CREATE INDEX api_keys_tenant_idx ON public.api_keys USING btree (tenant_id)
 CREATE INDEX devices_tenant_status_idx ON public.devices USING btree (tenant_id, status, external_id)
+CREATE INDEX reports_expiry_idx ON public.reports USING btree (expires_at) WHERE (status = 'ready'::text)
+CREATE INDEX reports_tenant_created_idx ON public.reports USING btree (tenant_id, created_at DESC, id DESC)
+CREATE INDEX sessions_device_started_idx ON public.sessions USING btree (device_id, started_at DESC, id DESC)
+CREATE INDEX sessions_late_idx ON public.sessions USING btree (device_id, completed_at) INCLUDE (started_at) WHERE (status = ANY (ARRAY['completing'::text, 'completed'::text]))
+CREATE INDEX sessions_tenant_done_idx ON public.sessions USING btree (tenant_id) WHERE (status = ANY (ARRAY['completing'::text, 'completed'::text]))
+CREATE INDEX webhooks_tenant_idx ON public.webhooks USING btree (tenant_id, created_at, id)
 CREATE UNIQUE INDEX api_keys_hash_key ON public.api_keys USING btree (hash)
 CREATE UNIQUE INDEX api_keys_pkey ON public.api_keys USING btree (id)
 CREATE UNIQUE INDEX devices_pkey ON public.devices USING btree (id)
 CREATE UNIQUE INDEX devices_tenant_id_external_id_key ON public.devices USING btree (tenant_id, external_id)
+CREATE UNIQUE INDEX fleet_rollup_1d_pkey ON public.fleet_rollup_1d USING btree (tenant_id, metric_id, bucket, status) INCLUDE (count, sum, min, max, first_ts, first_v, last_ts, last_v)
+CREATE UNIQUE INDEX fleet_rollup_1h_pkey ON public.fleet_rollup_1h USING btree (tenant_id, metric_id, bucket, status) INCLUDE (count, sum, min, max, first_ts, first_v, last_ts, last_v)
+CREATE UNIQUE INDEX fleet_rollup_1m_pkey ON public.fleet_rollup_1m USING btree (tenant_id, metric_id, bucket, status) INCLUDE (count, sum, min, max, first_ts, first_v, last_ts, last_v)
+CREATE UNIQUE INDEX fleet_rollup_dirty_pkey ON public.fleet_rollup_dirty USING btree (tenant_id, hour)
 CREATE UNIQUE INDEX latest_pkey ON public.latest USING btree (device_id, metric)
 CREATE UNIQUE INDEX metric_sets_names_key ON public.metric_sets USING btree (names)
 CREATE UNIQUE INDEX metric_sets_pkey ON public.metric_sets USING btree (id)
 CREATE UNIQUE INDEX pulse_migrations_pkey ON public.pulse_migrations USING btree (version)
 CREATE UNIQUE INDEX readings_default_pkey ON public.readings_default USING btree (device_id, ts)
 CREATE UNIQUE INDEX readings_pkey ON ONLY public.readings USING btree (device_id, ts)
+CREATE UNIQUE INDEX reports_pkey ON public.reports USING btree (id)
+CREATE UNIQUE INDEX rollup_1d_pkey ON public.rollup_1d USING btree (device_id, metric_id, bucket) INCLUDE (count, sum, min, max, first_ts, first_v, last_ts, last_v)
+CREATE UNIQUE INDEX rollup_1h_pkey ON public.rollup_1h USING btree (device_id, metric_id, bucket) INCLUDE (count, sum, min, max, first_ts, first_v, last_ts, last_v)
+CREATE UNIQUE INDEX rollup_1m_pkey ON public.rollup_1m USING btree (device_id, metric_id, bucket)
+CREATE UNIQUE INDEX rollup_dirty_pkey ON public.rollup_dirty USING btree (device_id, hour)
+CREATE UNIQUE INDEX rollup_metrics_name_key ON public.rollup_metrics USING btree (name)
+CREATE UNIQUE INDEX rollup_metrics_pkey ON public.rollup_metrics USING btree (id)
+CREATE UNIQUE INDEX rollup_watermark_pkey ON public.rollup_watermark USING btree (id)
+CREATE UNIQUE INDEX sessions_one_open_idx ON public.sessions USING btree (device_id) WHERE (status = 'open'::text)
+CREATE UNIQUE INDEX sessions_pkey ON public.sessions USING btree (id)
 CREATE UNIQUE INDEX tenants_name_key ON public.tenants USING btree (name)
 CREATE UNIQUE INDEX tenants_pkey ON public.tenants USING btree (id)
+CREATE UNIQUE INDEX webhooks_pkey ON public.webhooks USING btree (id)
 
 -- functions
 CREATE OR REPLACE FUNCTION public.pulse_ensure_partitions(p_from date, p_days integer)
@@ -142,6 +313,25 @@ begin
     into vals from unnest(merged) with ordinality u(n, i);
   insert into metric_sets (names) values (merged) on conflict (names) do nothing;
   select m.id into metric_set from metric_sets m where m.names = merged;
+end;
+$function$
+
+CREATE OR REPLACE FUNCTION public.pulse_rollup_device_changed()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+begin
+  perform 1 from rollup_watermark for share;
+  insert into fleet_rollup_dirty (tenant_id, hour)
+  select old.tenant_id, h.bucket from rollup_1h h where h.device_id = old.id group by h.bucket order by h.bucket
+  on conflict (tenant_id, hour) do update set version = fleet_rollup_dirty.version + 1;
+  if tg_op = 'DELETE' then
+    delete from rollup_1m where device_id = old.id;
+    delete from rollup_1h where device_id = old.id;
+    delete from rollup_1d where device_id = old.id;
+    delete from rollup_dirty where device_id = old.id;
+  end if;
+  return old;
 end;
 $function$
 

@@ -9,17 +9,24 @@ import type { Config } from './config.ts';
 import type { Database } from './infra/db.ts';
 import type { Metrics } from './infra/metrics.ts';
 import { authPlugin } from './http/auth.ts';
+import { cachePlugin } from './http/cache.ts';
 import { errorHandler, notFoundHandler } from './http/errors.ts';
 import { healthRoutes } from './http/health.ts';
 import { observabilityPlugin } from './http/observability.ts';
 import { ProblemSchema } from './http/schemas.ts';
 import { validatorCompiler } from './http/validation.ts';
 import { deviceRoutes } from './modules/devices/routes.ts';
+import { jobAdminRoutes } from './jobs/admin-routes.ts';
 import { batcherPlugin } from './modules/ingest/plugin.ts';
 import { influxRoutes } from './modules/ingest/influx-routes.ts';
 import { ingestRoutes } from './modules/ingest/routes.ts';
 import { mqttPlugin } from './modules/mqtt/plugin.ts';
 import { readingQueryRoutes } from './modules/readings/routes.ts';
+import { sessionCompletionsPlugin } from './modules/sessions/plugin.ts';
+import { sessionRoutes } from './modules/sessions/routes.ts';
+import { fleetStatsRoutes, statsPlugin } from './modules/stats/routes.ts';
+import { reportRoutes } from './modules/reports/routes.ts';
+import { webhookRoutes } from './modules/webhooks/routes.ts';
 
 export interface AppDeps {
   config: Config;
@@ -73,6 +80,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(swaggerUi, { routePrefix: '/docs' });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
+  // before compression: its ETag hook must see the uncompressed body
+  await app.register(cachePlugin);
   // request bodies: gzip/deflate/br decoded for every route; responses: compressed over 1 KiB
   await app.register(compress, {
     global: true,
@@ -85,7 +94,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(observabilityPlugin);
   await app.register(healthRoutes);
   await app.register(batcherPlugin);
+  await app.register(sessionCompletionsPlugin);
   if (config.MQTT_URL) await app.register(mqttPlugin);
+  await app.register(statsPlugin);
   // everything below authenticates; each route declares the scope it needs
   await app.register(async (authed) => {
     await authed.register(authPlugin, { db: deps.database.api, ttlMs: config.AUTH_CACHE_TTL_MS });
@@ -93,7 +104,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       async (v1) => {
         await v1.register(deviceRoutes);
         await v1.register(readingQueryRoutes);
+        await v1.register(fleetStatsRoutes);
         await v1.register(ingestRoutes);
+        await v1.register(reportRoutes);
+        await v1.register(webhookRoutes);
+        await v1.register(sessionRoutes);
+        await v1.register(jobAdminRoutes);
       },
       { prefix: '/v1' },
     );

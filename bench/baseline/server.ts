@@ -233,7 +233,7 @@ const latestOfDevice: Handler = async (req, db, tenant) => {
     );
     rows.push(...newest);
   }
-  return { device, metrics: newestPerMetric(rows) };
+  return { device, metrics: newestPerMetric(rows), as_of: new Date().toISOString() };
 };
 
 /**
@@ -302,15 +302,16 @@ const statsOfDevice: Handler = async (req, db, tenant) => {
     const v = values.get(us);
     if (!v || id > v.id) values.set(us, { id, value: r.value });
   }
-  const buckets = new Map<number, { count: number; min: number; max: number; sum: number }>();
+  const buckets = new Map<number, { count: number; min: number; max: number; sum: number; first: number; last: number }>();
   for (const us of [...values.keys()].sort((a, b) => a - b)) {
     const value = values.get(us)!.value;
     const start = Math.floor(us / bucketUs) * bucketUs;
     const b = buckets.get(start);
-    if (!b) buckets.set(start, { count: 1, min: value, max: value, sum: value });
+    if (!b) buckets.set(start, { count: 1, min: value, max: value, sum: value, first: value, last: value });
     else {
       b.count++;
       b.sum += value;
+      b.last = value;
       if (value < b.min) b.min = value;
       if (value > b.max) b.max = value;
     }
@@ -323,7 +324,7 @@ const statsOfDevice: Handler = async (req, db, tenant) => {
     to: formatUs(toUs),
     buckets: [...buckets.entries()]
       .sort((a, b) => a[0] - b[0])
-      .map(([start, b]) => ({ ts: formatUs(start), count: b.count, min: b.min, max: b.max, avg: b.sum / b.count })),
+      .map(([start, b]) => ({ ts: formatUs(start), count: b.count, min: b.min, max: b.max, avg: b.sum / b.count, sum: b.sum, first: b.first, last: b.last })),
   };
 };
 
@@ -343,7 +344,7 @@ const dashboard: Handler = async (req, db, tenant) => {
     status === 'any'
       ? await query<DeviceRow>(db, 'SELECT * FROM baseline_devices WHERE tenant = $1', [tenant])
       : await query<DeviceRow>(db, 'SELECT * FROM baseline_devices WHERE tenant = $1 AND status = $2', [tenant, status]);
-  if (!devices.length) return { items: [] };
+  if (!devices.length) return { items: [], as_of: new Date().toISOString() };
   const byId = new Map(devices.map((d) => [d.id, d]));
   const recent = await query<{ device_id: number; ts: string }>(
     db,
@@ -365,7 +366,7 @@ const dashboard: Handler = async (req, db, tenant) => {
     }
   }
   const chosen = [...top.entries()].sort((a, b) => b[1].us - a[1].us || a[1].firstId - b[1].firstId).slice(0, limit);
-  if (!chosen.length) return { items: [] };
+  if (!chosen.length) return { items: [], as_of: new Date().toISOString() };
 
   // every metric of the chosen devices, not only those written since `since`
   const ids = chosen.flatMap(([external]) => devices.filter((d) => d.external_id === external).map((d) => d.id));
@@ -383,6 +384,7 @@ const dashboard: Handler = async (req, db, tenant) => {
   }
   return {
     items: chosen.map(([external, t]) => ({ device: external, ts: formatUs(t.us), metrics: newestPerMetric(rowsOf.get(external) ?? []) })),
+    as_of: new Date().toISOString(),
   };
 };
 

@@ -13,7 +13,7 @@ declare module 'fastify' {
 }
 
 /**
- * Per request: a timed database handle, a `Server-Timing` header (db, total) and the
+ * Per request: a timed database handle, a `Server-Timing` header (db, cache, total) and the
  * request-duration histogram labelled by route pattern (never raw URLs: bounded labels).
  */
 export const observabilityPlugin = fp(
@@ -29,9 +29,11 @@ export const observabilityPlugin = fp(
     });
     app.addHook('onSend', async (req, reply, payload) => {
       const total = performance.now() - req.startedAt;
+      // cache: the tier that answered this request's lookups (pulse-cache), when it made any
+      const tier = req.cache?.tier;
       reply.header(
         'server-timing',
-        `db;dur=${req.timing.dbMs.toFixed(2)};desc="${req.timing.queries} queries", total;dur=${total.toFixed(2)}`,
+        `db;dur=${req.timing.dbMs.toFixed(2)};desc="${req.timing.queries} queries", ${tier ? `cache;desc=${tier}, ` : ''}total;dur=${total.toFixed(2)}`,
       );
       reply.header('x-request-id', req.id);
       return payload;

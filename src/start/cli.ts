@@ -9,11 +9,18 @@ import { createKey, parseScopes } from '../modules/keys/service.ts';
 import { openDatabase } from './database.ts';
 import { serve } from './server.ts';
 import { seed } from '../tools/seed.ts';
+import { jobsCommand } from '../jobs/admin.ts';
+import { runWorkerProcess } from '../jobs/worker-process.ts';
 
 const USAGE = `pulse — IoT telemetry backend
 
 usage:
-  pulse serve [--workers N] [--port P]    run the HTTP API (embedded PostgreSQL when DATABASE_URL is unset)
+  pulse serve [--workers N] [--port P] [--no-worker]
+                                          run the HTTP API (embedded PostgreSQL when DATABASE_URL is unset),
+                                          with a background-job worker in-process unless --no-worker
+  pulse worker [--port P]                 run only the background-job worker (/healthz, /readyz, /metrics on WORKER_PORT)
+  pulse jobs list [--state queued|running|failed] [--task T] [--limit N]
+  pulse jobs retry ID                     inspect the job queue (all tenants); run a failed job again
   pulse migrate                           apply pending migrations
   pulse keys create --tenant T --scopes read,write,admin [--name N]
                                           create an API key (printed once)
@@ -81,6 +88,10 @@ async function main(argv: string[]) {
       scopes: { type: 'string' },
       name: { type: 'string' },
       'auto-create-devices': { type: 'string' },
+      'no-worker': { type: 'boolean' },
+      state: { type: 'string' },
+      task: { type: 'string' },
+      limit: { type: 'string' },
       devices: { type: 'string' },
       days: { type: 'string' },
       interval: { type: 'string' },
@@ -96,14 +107,29 @@ async function main(argv: string[]) {
       out: { type: 'string' },
     },
   });
-  const interactive = command !== 'serve';
+  const interactive = command !== 'serve' && command !== 'worker';
   const log = pino({ level: interactive && config.LOG_LEVEL === 'info' ? 'warn' : config.LOG_LEVEL });
 
   switch (command) {
     case 'serve': {
       const workers = intFlag('workers', values.workers, config.WORKERS, 64);
       if (values.port !== undefined) config = loadConfig(process.env, { PORT: Number(values.port) });
+      if (values['no-worker']) config = { ...config, JOBS_IN_SERVE: false };
       await serve(config, log, workers);
+      return;
+    }
+    case 'worker': {
+      if (values.port !== undefined) config = { ...config, WORKER_PORT: intFlag('port', values.port, config.WORKER_PORT, 65535) };
+      await runWorkerProcess(config, log);
+      return;
+    }
+    case 'jobs': {
+      const flags = { state: values.state, task: values.task, limit: values.limit === undefined ? undefined : intFlag('limit', values.limit, 100, 500) };
+      try {
+        process.stdout.write(await withDb(config, log, (db) => jobsCommand(db.api, positionals, flags)));
+      } catch (err) {
+        fail((err as Error).message);
+      }
       return;
     }
     case 'migrate': {

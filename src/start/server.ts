@@ -6,10 +6,9 @@ import { Database } from '../infra/db.ts';
 import { createMetrics } from '../infra/metrics.ts';
 import { migrate } from '../infra/migrate.ts';
 import { ensurePartitions } from '../infra/partitions.ts';
+import { PARTITION_DAYS_AHEAD, PARTITION_DAYS_BACK } from '../jobs/maintenance.ts';
+import { startJobRunner } from '../jobs/runner.ts';
 import { openDatabase } from './database.ts';
-
-const PARTITION_DAYS_BACK = 1;
-const PARTITION_DAYS_AHEAD = 7;
 
 /** Migrations and partitions: done once, by the process that owns the database handle. */
 async function prepareDatabase(url: string, config: Config, log: Logger) {
@@ -19,7 +18,7 @@ async function prepareDatabase(url: string, config: Config, log: Logger) {
   }
 }
 
-function onSignals(handler: (signal: string) => Promise<void>, log: Logger, graceMs: number) {
+export function onSignals(handler: (signal: string) => Promise<void>, log: Logger, graceMs: number) {
   let stopping = false;
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.on(signal, () => {
@@ -50,16 +49,20 @@ async function serveOne(url: string, config: Config, log: Logger, release: () =>
   if (created) log.info({ created }, 'readings partitions created');
   const app = await buildApp({ config, database, metrics, logger: log });
   app.server.maxConnections = config.MAX_CONNECTIONS;
-  await app.listen({ host: config.HOST, port: config.PORT });
+  // the in-process job worker (its own pool): `npm start` is a complete single-node system.
+  // Started before listening, so a process that answers /readyz has its signal handlers.
+  const jobs = config.JOBS_IN_SERVE ? await startJobRunner({ url, config, metrics, logger: log }) : null;
   onSignals(
     async () => {
       await app.close(); // stop accepting; in-flight requests finish
+      await jobs?.stop(); // running jobs finish (or are aborted after SHUTDOWN_GRACE_MS)
       await database.close();
       await release();
     },
     log,
     config.SHUTDOWN_GRACE_MS,
   );
+  await app.listen({ host: config.HOST, port: config.PORT });
   return app;
 }
 
@@ -86,13 +89,18 @@ export async function serve(config: Config, log: Logger, workers = config.WORKER
   }
   let stopping = false;
   const env = { DATABASE_URL: db.url, MIGRATE_ON_START: 'false' };
-  const fork = () => cluster.fork(env);
+  // one job worker in total: in the first HTTP worker, and in whichever replaces it
+  const jobsIn = new Set<number>();
+  const fork = (jobs: boolean) => {
+    const w = cluster.fork({ ...env, JOBS_IN_SERVE: String(jobs && config.JOBS_IN_SERVE) });
+    if (jobs) jobsIn.add(w.id);
+  };
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) return;
     log.error({ pid: worker.process.pid, code, signal }, 'worker died; starting a replacement');
-    fork();
+    fork(jobsIn.delete(worker.id));
   });
-  for (let i = 0; i < workers; i++) fork();
+  for (let i = 0; i < workers; i++) fork(i === 0);
   log.info({ workers, port: config.PORT }, 'cluster started');
   onSignals(
     async () => {

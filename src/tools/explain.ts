@@ -1,6 +1,9 @@
 import type { Database } from '../infra/db.ts';
 import { ExplainDb, indexesUsed, readingsSeqScans, walkPlan, type PlanNode } from '../infra/explain.ts';
 import * as repo from '../modules/readings/repository.ts';
+import { readDone } from '../modules/rollups/repository.ts';
+import { planRead } from '../modules/stats/plan.ts';
+import * as stats from '../modules/stats/repository.ts';
 
 interface Sample {
   tenantId: number;
@@ -58,8 +61,15 @@ export async function explainHotQueries(database: Database): Promise<string> {
     ['range page (one metric, 100)', (db) => repo.rangePage(db, s.tenantId, s.device, s.metric, s.tsUs - 2 * day, s.tsUs + 1, 100)],
     ['range page (all metrics, 100)', (db) => repo.rangePage(db, s.tenantId, s.device, null, s.tsUs - 2 * day, s.tsUs + 1, 100)],
     ['range page, whole history (sparse data fallback)', (db) => repo.rangePage(db, s.tenantId, s.device, s.metric, 0, s.tsUs + 1, 100)],
-    ['hourly stats, 30 days', (db) => repo.statsOfDevice(db, s.tenantId, s.device, s.metric, s.tsUs - 30 * day, s.tsUs + 1, '1 hour')],
   ];
+  // stats as the service plans them: rollups below the watermark, raw readings for the rest
+  const doneUs = await readDone(database.api);
+  const hourly = planRead(s.tsUs - 30 * day, s.tsUs + 1, '1h', doneUs);
+  queries.push(
+    ['hourly stats of a device, 30 days', (db) => stats.deviceStats(db, s.tenantId, s.device, s.metric, '1 hour', hourly)],
+    ['hourly stats of the fleet (any status), 30 days', (db) => stats.fleetStats(db, s.tenantId, null, s.metric, '1 hour', hourly)],
+    ['hourly stats of a device, 30 days, raw only (ROLLUPS_ENABLED=false)', (db) => stats.deviceStats(db, s.tenantId, s.device, s.metric, '1 hour', planRead(s.tsUs - 30 * day, s.tsUs + 1, '1h', null))],
+  );
   const out: string[] = [`device ${s.device}, metric ${s.metric}\n`];
   for (const [title, run] of queries) {
     const db = new ExplainDb(database.api, true);

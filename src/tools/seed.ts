@@ -3,6 +3,7 @@ import { ensurePartitionsBetween } from '../infra/partitions.ts';
 import { METRIC_PATTERN } from '../http/schemas.ts';
 import { upsertTenant } from '../modules/keys/repository.ts';
 import { MetricSets, namesLiteral } from '../modules/ingest/metric-sets.ts';
+import { refreshRollups } from '../modules/rollups/refresh.ts';
 
 export interface SeedOptions {
   tenant: string;
@@ -14,10 +15,13 @@ export interface SeedOptions {
   endUs?: number;
   /** Parallel insert streams (one connection each). */
   parallel?: number;
+  /** Build the rollups afterwards (default true), up to now minus `rollupLagMs` (ROLLUP_LAG_MS). */
+  rollups?: boolean;
+  rollupLagMs?: number;
 }
 
 export interface SeedProgress {
-  phase: 'devices' | 'readings' | 'latest' | 'analyze' | 'done';
+  phase: 'devices' | 'readings' | 'latest' | 'analyze' | 'rollups' | 'done';
   done: number;
   total: number;
   rows: number;
@@ -90,6 +94,18 @@ export async function seed(database: Database, opts: SeedOptions, progress: (p: 
     }
   };
   await Promise.all(Array.from({ length: opts.parallel ?? 2 }, worker));
+  // rows written straight into readings: mark their hours late if rollups already cover them
+  await db.query(
+    'seed.rollup_dirty',
+    `insert into rollup_dirty (device_id, hour)
+     select d.id, h
+       from devices d
+       cross join generate_series(date_bin('1 hour', timestamptz 'epoch' + $2::int8 * interval '1 microsecond', timestamptz 'epoch'),
+                                  timestamptz 'epoch' + ($3::int8 - 1) * interval '1 microsecond', interval '1 hour') h
+      where d.tenant_id = $1::bigint and h < (select pending from rollup_watermark)
+     on conflict (device_id, hour) do update set version = rollup_dirty.version + 1`,
+    [tenantId, startUs, endUs],
+  );
 
   progress({ phase: 'latest', done: 0, total: 1, rows });
   await db.query(
@@ -107,6 +123,17 @@ export async function seed(database: Database, opts: SeedOptions, progress: (p: 
   );
   progress({ phase: 'analyze', done: 0, total: 1, rows });
   await db.query('seed.analyze', 'analyze devices, metric_sets, latest, readings');
+
+  // benchmarks start from a realistic state: rollups caught up (a day per transaction)
+  const nowUs = Date.now() * 1000;
+  const rollupEndUs = Math.max(endUs, nowUs);
+  for (let caughtUp = opts.rollups === false; !caughtUp; ) {
+    const r = await refreshRollups(db, { nowUs: rollupEndUs, lagMs: opts.rollupLagMs ?? 60_000, maxChunks: 1, settleMs: 5000 });
+    caughtUp = r.caughtUp;
+    const doneUs = r.doneUs ?? startUs;
+    progress({ phase: 'rollups', done: Math.round(Math.max(0, doneUs - startUs) / 86_400e6), total: Math.ceil((rollupEndUs - startUs) / 86_400e6), rows });
+  }
+  if (opts.rollups !== false) await db.query('seed.vacuum_rollups', 'vacuum analyze rollup_1m, rollup_1h, rollup_1d, fleet_rollup_1m, fleet_rollup_1h, fleet_rollup_1d');
   progress({ phase: 'done', done: 1, total: 1, rows });
   return { tenantId, rows, startUs, endUs };
 }

@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
 import { buildApp } from '../../src/app.ts';
@@ -44,3 +45,15 @@ export async function createTestApp(overrides: Partial<Config> = {}): Promise<Te
 }
 
 export const bearer = (key: string) => ({ authorization: `Bearer ${key}` });
+
+/**
+ * A latest/dashboard body without its `as_of` (when the answer was read from the
+ * database), after checking that it is an RFC 3339 time not in the future.
+ */
+export function withoutAsOf<T extends { as_of?: unknown }>(body: T): Omit<T, 'as_of'> {
+  const { as_of, ...rest } = body;
+  assert.equal(typeof as_of, 'string', 'as_of is present');
+  const ms = Date.parse(as_of as string);
+  assert.ok(Number.isFinite(ms) && ms <= Date.now() + 1000, `as_of ${String(as_of)} is a time, not in the future`);
+  return rest;
+}

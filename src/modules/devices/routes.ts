@@ -11,7 +11,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox = async (app) => {
       config: { scope: 'write' },
       schema: { tags: ['devices'], summary: 'Register a device', body: CreateDeviceBody, response: { 201: Device, ...problemResponses } },
     },
-    async (req, reply) => reply.code(201).send(await service.createDevice(req.db, req.auth.tenant_id, req.body)),
+    async (req, reply) => reply.code(201).send(await service.createDevice(req.db, req.cache, req.auth.tenant_id, req.body)),
   );
 
   app.get(
@@ -20,7 +20,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox = async (app) => {
       config: { scope: 'read' },
       schema: { tags: ['devices'], summary: 'List devices (keyset pages by id)', querystring: ListDevicesQuery, response: { 200: DeviceList, ...problemResponses } },
     },
-    async (req) => service.listDevices(req.db, req.auth.tenant_id, req.query),
+    async (req) => service.listDevices(req.db, req.cache, req.auth.tenant_id, req.query),
   );
 
   app.get(
@@ -29,7 +29,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox = async (app) => {
       config: { scope: 'read' },
       schema: { tags: ['devices'], summary: 'Get a device', params: DeviceParams, response: { 200: Device, ...problemResponses } },
     },
-    async (req) => service.toDevice(await service.getDevice(req.db, req.auth.tenant_id, req.params.device)),
+    async (req) => service.getDevice(req.db, req.cache, req.auth.tenant_id, req.params.device),
   );
 
   app.patch(
@@ -38,7 +38,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox = async (app) => {
       config: { scope: 'write' },
       schema: { tags: ['devices'], summary: 'Change a device', params: DeviceParams, body: PatchDeviceBody, response: { 200: Device, ...problemResponses } },
     },
-    async (req) => service.patchDevice(req.db, req.auth.tenant_id, req.params.device, req.body),
+    async (req) => service.patchDevice(req.db, req.cache, req.auth.tenant_id, req.params.device, req.body),
   );
 
   app.delete(
@@ -48,7 +48,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: { tags: ['devices'], summary: 'Delete a device with all its readings', params: DeviceParams, response: { 204: Type.Null(), ...problemResponses } },
     },
     async (req, reply) => {
-      await service.deleteDevice(req.db, req.auth.tenant_id, req.params.device);
+      await service.deleteDevice(req.db, req.cache, req.auth.tenant_id, req.params.device);
       return reply.code(204).send(null);
     },
   );

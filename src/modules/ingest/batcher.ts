@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { Db } from '../../infra/db.ts';
 import type { Metrics } from '../../infra/metrics.ts';
 import { Problem, problem } from '../../http/errors.ts';
-import { commitBatch, DeviceIds, type CommitResult, type WriteRequest } from './commit.ts';
+import { commitBatch, deviceKey, DeviceIds, type CommitResult, type WriteRequest } from './commit.ts';
 import { MetricSets } from './metric-sets.ts';
 
 export interface BatcherOptions {
@@ -16,6 +16,12 @@ export interface BatcherOptions {
   maxBufferValues: number;
   maxBufferBytes: number;
 }
+
+/** Per tenant: the devices a flush wrote to, and whether it may have created some. */
+export type WrittenDevices = Map<number, { devices: Set<string>; created: boolean }>;
+
+/** Runs after a flush commits and before its requests are answered (cache eviction). */
+export type AfterCommit = (written: WrittenDevices) => Promise<void>;
 
 interface Pending {
   req: WriteRequest;
@@ -55,6 +61,7 @@ export class WriteBatcher {
     private readonly opts: BatcherOptions,
     private readonly metrics: Metrics,
     private readonly log: Logger,
+    private readonly afterCommit: AfterCommit | null = null,
   ) {
     metrics.ingestBufferSource.values = () => this.bufferedValues;
     metrics.ingestBufferSource.bytes = () => this.bufferedBytes;
@@ -126,7 +133,10 @@ export class WriteBatcher {
   private async flush(batch: Pending[], values: number) {
     const started = performance.now();
     try {
+      const touched = this.afterCommit && this.writtenDevices(batch);
       const outcome = await commitBatch(this.db, batch.map((p) => p.req), this.metricSets, this.deviceIds);
+      // committed: a failure from here on must not answer 503
+      if (touched) await this.afterCommit!(touched).catch((err) => this.log.warn({ err }, 'after-commit hook failed'));
       let written = 0;
       batch.forEach((p, i) => {
         const r = outcome[i]!;
@@ -148,6 +158,28 @@ export class WriteBatcher {
       const p503 = problem('unavailable', 'The write could not be committed; nothing of it was written. Retry.', {}, { cause: err, retryAfterS: 1 });
       for (const p of batch) p.reject(p503);
     }
+  }
+
+  /**
+   * Taken before the commit, which teaches deviceIds the devices it creates. Devices of
+   * requests the commit refuses (422) are included: evicting them too is harmless.
+   */
+  private writtenDevices(batch: Pending[]): WrittenDevices {
+    const byTenant: WrittenDevices = new Map();
+    for (const { req } of batch) {
+      let t = byTenant.get(req.tenantId);
+      if (!t) byTenant.set(req.tenantId, (t = { devices: new Set(), created: false }));
+      for (const r of req.readings) t.devices.add(r.device);
+    }
+    for (const [tenantId, t] of byTenant) {
+      for (const d of t.devices) {
+        if (this.deviceIds.get(deviceKey(tenantId, d)) === undefined) {
+          t.created = true; // unknown to this process: perhaps created now
+          break;
+        }
+      }
+    }
+    return byTenant;
   }
 
   /** Stops accepting, flushes what is queued and waits for in-flight flushes. */

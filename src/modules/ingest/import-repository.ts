@@ -46,13 +46,28 @@ export async function createMissingMetricSets(tx: Db) {
   );
 }
 
-const MOVE = (source: string) => `insert into readings as r (device_id, ts, metric_set, vals)
-     select d.id, s.ts, m.id, s.vals
-       from ${source} s
-       join devices d on d.tenant_id = $1::bigint and d.external_id = s.device
-       join metric_sets m on m.names = s.names
-     on conflict (device_id, ts) do update
-       set (metric_set, vals) = (select * from pulse_merge_reading(r.metric_set, r.vals, excluded.metric_set, excluded.vals))`;
+/**
+ * Moves staged rows into readings (merging with stored ones), and marks the (device, hour)
+ * pairs below the rollup watermark's target for recomputation (src/modules/rollups).
+ */
+const MOVE = (source: string) => `with moved as (
+       insert into readings as r (device_id, ts, metric_set, vals)
+       select d.id, s.ts, m.id, s.vals
+         from ${source} s
+         join devices d on d.tenant_id = $1::bigint and d.external_id = s.device
+         join metric_sets m on m.names = s.names
+       on conflict (device_id, ts) do update
+         set (metric_set, vals) = (select * from pulse_merge_reading(r.metric_set, r.vals, excluded.metric_set, excluded.vals))
+     ), late as (
+       insert into rollup_dirty (device_id, hour)
+       select distinct d.id, date_bin('1 hour', s.ts, timestamptz 'epoch')
+         from ${source} s
+         join devices d on d.tenant_id = $1::bigint and d.external_id = s.device
+        where s.ts < (select pending from rollup_watermark)
+        order by 1, 2
+       on conflict (device_id, hour) do update set version = rollup_dirty.version + 1
+     )
+     select 1`;
 
 export async function moveAll(tx: Db, tenantId: number) {
   await tx.query('import.move_rows', MOVE('import_rows'), [tenantId]);

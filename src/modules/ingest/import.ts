@@ -6,6 +6,7 @@ import { problem } from '../../http/errors.ts';
 import { formatUs } from '../../lib/time.ts';
 import type { KeyIdentity } from '../keys/repository.ts';
 import { checkReading } from '../readings/validate.ts';
+import { markLateImportedSessions } from '../sessions/late.ts';
 import { unknownDevices } from './commit.ts';
 import * as repo from './import-repository.ts';
 import { ImportParseError } from './import-error.ts';
@@ -24,6 +25,8 @@ export interface ImportResult {
 
 export interface ImportOptions {
   maxFutureSkewUs: number;
+  /** Runs after the import commits and before it is answered (cache eviction); `created`: devices may have been created. */
+  afterCommit?: (devices: string[], created: boolean) => Promise<void>;
 }
 
 /**
@@ -105,8 +108,10 @@ export async function importReadings(
     }
     const latest = [...newest.values()];
     await repo.upsertLatestByName(tx, auth.tenant_id, latest.map((l) => l.device), latest.map((l) => l.metric), latest.map((l) => l.t), latest.map((l) => l.v));
+    await markLateImportedSessions(tx, auth.tenant_id);
     await tx.query('commit', 'commit');
     client.release();
+    await opts.afterCommit?.(devices, auth.auto_create_devices);
     return { readings, values, devices: devices.length, seconds: (performance.now() - started) / 1000 };
   } catch (err) {
     await rollbackAndRelease(client);

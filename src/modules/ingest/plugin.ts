@@ -9,7 +9,7 @@ declare module 'fastify' {
   }
 }
 
-/** Creates the write batcher on the ingest pool; on close, flushes what is queued. */
+/** Creates the write batcher on the ingest pool, evicting the cache after each commit; on close, flushes what is queued. */
 export const batcherPlugin = fp(
   async (app: FastifyInstance) => {
     const { config, database, metrics } = app.pulse;
@@ -24,9 +24,13 @@ export const batcherPlugin = fp(
       },
       metrics,
       app.pulse.logger,
+      // writes are acknowledged only after the cache entries they change are evicted
+      app.cache.enabled
+        ? (written) => Promise.all([...written].map(([tenantId, w]) => app.cache.afterWrite(tenantId, w.devices, w.created))).then(() => {})
+        : null,
     );
     app.decorate('batcher', batcher);
     app.addHook('onClose', () => batcher.close());
   },
-  { name: 'pulse-batcher' },
+  { name: 'pulse-batcher', dependencies: ['pulse-cache'] },
 );

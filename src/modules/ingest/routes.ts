@@ -65,7 +65,9 @@ export const ingestRoutes: FastifyPluginAsyncTypebox = async (app) => {
       }
       importsRunning++;
       try {
-        return await importReadings(database, req.auth, format, req.body as Readable, opts);
+        const tenantId = req.auth.tenant_id;
+        const afterCommit = (devices: string[], created: boolean) => app.cache.afterWrite(tenantId, devices, created);
+        return await importReadings(database, req.auth, format, req.body as Readable, { ...opts, afterCommit });
       } finally {
         importsRunning--;
       }

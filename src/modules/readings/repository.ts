@@ -67,7 +67,8 @@ export interface WriteRows {
  * flush whose devices and metric sets are known is a single round trip and one commit).
  * A reading that already exists is merged: the new metrics overwrite, the others stay.
  * `latest` only moves forward. Its foreign key to devices also guards against writing
- * to a device deleted since its id was cached (23503).
+ * to a device deleted since its id was cached (23503). Readings older than the rollup
+ * watermark's target mark their (device, hour) for recomputation (src/modules/rollups).
  */
 export async function writeReadings(db: Db, w: WriteRows) {
   await db.query(
@@ -82,6 +83,14 @@ export async function writeReadings(db: Db, w: WriteRows) {
        select d, m, ${TS_IN('t')}, v from unnest($5::int8[], $6::text[], $7::int8[], $8::float8[]) as u(d, m, t, v)
        on conflict (device_id, metric) do update set ts = excluded.ts, value = excluded.value
          where latest.ts <= excluded.ts
+     ), late as (
+       -- hours below the rollup watermark's target: recomputed by the next refresh
+       insert into rollup_dirty (device_id, hour)
+       select distinct d, date_bin('1 hour', ${TS_IN('t')}, timestamptz 'epoch')
+         from unnest($1::int8[], $2::int8[]) as u(d, t)
+        where ${TS_IN('t')} < (select pending from rollup_watermark)
+        order by 1, 2
+       on conflict (device_id, hour) do update set version = rollup_dirty.version + 1
      )
      select 1`,
     [w.deviceIds, w.tsUs, w.sets, w.vals, w.latestDevices, w.latestMetrics, w.latestTsUs, w.latestValues],

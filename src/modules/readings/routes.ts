@@ -6,9 +6,8 @@ import {
   LatestOfDevice,
   RangePage,
   RangeQuery,
-  StatsQuery,
-  StatsResult,
 } from './schemas.ts';
+import { DeviceStats, StatsQuery } from '../stats/schemas.ts';
 import * as service from './service.ts';
 
 export const readingQueryRoutes: FastifyPluginAsyncTypebox = async (app) => {
@@ -19,7 +18,7 @@ export const readingQueryRoutes: FastifyPluginAsyncTypebox = async (app) => {
       config: { scope: 'read' },
       schema: { tags: ['readings'], summary: 'Latest value of every metric of a device', params: DeviceParams, response: { 200: LatestOfDevice, ...problemResponses } },
     },
-    async (req) => service.latestOfDevice(req.db, req.auth.tenant_id, req.params.device),
+    async (req) => service.latestOfDevice(req.db, req.cache, req.auth.tenant_id, req.params.device),
   );
 
   app.get(
@@ -35,9 +34,9 @@ export const readingQueryRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/devices/:device/stats',
     {
       config: { scope: 'read' },
-      schema: { tags: ['readings'], summary: 'Count, min, max, avg of one metric per time bucket', params: DeviceParams, querystring: StatsQuery, response: { 200: StatsResult, ...problemResponses } },
+      schema: { tags: ['readings'], summary: 'Count, min, max, avg, sum, first, last of one metric per time bucket', params: DeviceParams, querystring: StatsQuery, response: { 200: DeviceStats, ...problemResponses } },
     },
-    async (req) => service.statsOfDevice(req.db, req.auth.tenant_id, req.params.device, req.query),
+    async (req) => app.stats.device(req.db, req.auth.tenant_id, req.params.device, req.query),
   );
 
   app.get(
@@ -46,6 +45,6 @@ export const readingQueryRoutes: FastifyPluginAsyncTypebox = async (app) => {
       config: { scope: 'read' },
       schema: { tags: ['readings'], summary: 'Dashboard: devices with the newest readings and their latest values', querystring: DashboardQuery, response: { 200: Dashboard, ...problemResponses } },
     },
-    async (req) => service.dashboard(req.db, req.auth.tenant_id, req.query),
+    async (req) => service.dashboard(req.db, req.cache, req.auth.tenant_id, req.query),
   );
 };

@@ -31,9 +31,14 @@ export const WriteResult = Type.Object({
 });
 
 const MetricValue = Type.Object({ ts: TimestampOut, value: Type.Number() });
+const AsOf = Type.String({
+  format: 'date-time',
+  description: 'When this answer was read from the database (RFC 3339); it may have been served from the cache since. A stale answer (the database failed) also has the header `X-Cache-Stale: true`.',
+});
 export const LatestOfDevice = Type.Object({
   device: DeviceId,
   metrics: Type.Record(Type.String(), MetricValue, { description: 'Metric name → newest value' }),
+  as_of: AsOf,
 });
 
 export const RangeQuery = Type.Object(
@@ -86,4 +91,5 @@ export const Dashboard = Type.Object({
   items: Type.Array(
     Type.Object({ device: DeviceId, ts: TimestampOut, metrics: Type.Record(Type.String(), MetricValue) }),
   ),
+  as_of: AsOf,
 });

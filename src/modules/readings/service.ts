@@ -1,3 +1,4 @@
+import type { RequestCache } from '../../infra/cache.ts';
 import type { Db } from '../../infra/db.ts';
 import { problem } from '../../http/errors.ts';
 import { decodeCursor, encodeCursor } from '../../lib/cursor.ts';
@@ -23,12 +24,19 @@ function notFound(device: string) {
   return problem('not-found', `No device '${device}'.`);
 }
 
-export async function latestOfDevice(db: Db, tenantId: number, device: string) {
-  const rows = await repo.latestOfDevice(db, tenantId, device);
-  if (!rows.length) throw notFound(device);
-  const metrics: Record<string, { ts: string; value: number }> = {};
-  for (const r of rows) if (r.metric !== null) metrics[r.metric] = { ts: formatUs(r.ts_us!), value: r.value! };
-  return { device, metrics };
+// Latest values and dashboards are cached (dynamic kind: CACHE_DYNAMIC_TTL_MS) and evicted
+// by the writes that change them; `as_of` is when the answer was read from the database.
+
+export async function latestOfDevice(db: Db, cache: RequestCache, tenantId: number, device: string) {
+  const hit = await cache.get('latest', cache.shared.keys.latest(tenantId, device), async () => {
+    const rows = await repo.latestOfDevice(db, tenantId, device);
+    if (!rows.length) return undefined;
+    const metrics: Record<string, { ts: string; value: number }> = {};
+    for (const r of rows) if (r.metric !== null) metrics[r.metric] = { ts: formatUs(r.ts_us!), value: r.value! };
+    return { device, metrics };
+  });
+  if (!hit) throw notFound(device);
+  return { ...hit.value, as_of: new Date(hit.at).toISOString() };
 }
 
 /** How far back the first, narrow attempt at a range page looks (see rangeOfDevice). */
@@ -84,11 +92,17 @@ export async function statsOfDevice(db: Db, tenantId: number, device: string, q:
   };
 }
 
-export async function dashboard(db: Db, tenantId: number, q: DashboardQuery) {
+export async function dashboard(db: Db, cache: RequestCache, tenantId: number, q: DashboardQuery) {
   const sinceUs = parseDurationUs(q.since);
   if (sinceUs === null || sinceUs > MAX_SINCE_US) throw problem('validation', '`since` must be a duration such as 15m, 6h or 1d, at most 366d.');
   const status = q.status === 'any' ? null : (q.status ?? 'active');
-  const rows = await repo.dashboard(db, tenantId, status, nowUs() - sinceUs, q.limit);
+  const key = cache.shared.keys.dashboard(tenantId, status, q.since, q.limit);
+  const hit = await cache.get('dashboard', key, () => readDashboard(db, tenantId, status, sinceUs, q.limit), [cache.shared.keys.dashboardTag(tenantId)]);
+  return { ...hit!.value, as_of: new Date(hit!.at).toISOString() };
+}
+
+async function readDashboard(db: Db, tenantId: number, status: string | null, sinceUs: number, limit: number) {
+  const rows = await repo.dashboard(db, tenantId, status, nowUs() - sinceUs, limit);
   const items: { device: string; ts: string; metrics: Record<string, { ts: string; value: number }> }[] = [];
   for (const r of rows) {
     let item = items[items.length - 1];

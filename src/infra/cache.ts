@@ -1,0 +1,355 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { BentoCache, bentostore, errors } from 'bentocache';
+import { memoryDriver } from 'bentocache/drivers/memory';
+import { redisBusDriver, redisDriver } from 'bentocache/drivers/redis';
+import { Redis, type RedisOptions } from 'ioredis';
+import { LRUCache } from 'lru-cache';
+import type { Logger } from 'pino';
+import type { Config } from '../config.ts';
+import type { Metrics } from './metrics.ts';
+
+/**
+ * What is cached. Static kinds change only through the devices API; dynamic kinds change
+ * with every write. Both are evicted when they change: the TTL only bounds how long an
+ * entry missed by an eviction (see README, Caching) can live.
+ */
+export type CacheKind = 'device' | 'devices' | 'latest' | 'dashboard';
+const DYNAMIC: Record<CacheKind, boolean> = { device: false, devices: false, latest: true, dashboard: true };
+export type CacheTier = 'l1' | 'l2' | 'miss';
+
+/** The cache as one request sees it: lookups record what they did, for Server-Timing and the stale header. */
+export class RequestCache {
+  tier: CacheTier | null = null;
+  stale = false;
+  constructor(readonly shared: PulseCache) {}
+  get<T>(kind: CacheKind, key: string, load: () => Promise<T | undefined>, tags?: string[]): Promise<Cached<T> | undefined> {
+    return this.shared.get(this, kind, key, load, tags);
+  }
+  record(tier: CacheTier, stale: boolean) {
+    // several lookups in one request: report the slowest tier
+    const rank = { l1: 0, l2: 1, miss: 2 };
+    if (this.tier === null || rank[tier] > rank[this.tier]) this.tier = tier;
+    this.stale ||= stale;
+  }
+}
+
+/** A cached answer and when it was read from the database (epoch ms). */
+export interface Cached<T> {
+  value: T;
+  at: number;
+}
+
+interface Envelope {
+  v: unknown;
+  at: number;
+}
+
+/** The lookup in progress, found by bentocache's events through AsyncLocalStorage. */
+interface Lookup {
+  key: string;
+  tier: CacheTier;
+  graced: boolean;
+}
+
+const TAG_KEY = '___bc:t:'; // bentocache's key prefix for tag invalidation stamps
+const MAX_MARKS = 100_000;
+const DELETE_CHUNK = 5_000;
+
+/** Keys are tenant-scoped: `<tenant>:<kind>:…` (device ids last: they may contain ':'). */
+const keys = {
+  device: (tenantId: number, id: string) => `${tenantId}:device:${id}`,
+  devices: (tenantId: number, status: string | null, limit: number, after: string | null) =>
+    `${tenantId}:devices:${status ?? 'any'}:${limit}:${after ?? ''}`,
+  latest: (tenantId: number, device: string) => `${tenantId}:latest:${device}`,
+  dashboard: (tenantId: number, status: string | null, since: string, limit: number) =>
+    `${tenantId}:dashboard:${status ?? 'any'}:${since}:${limit}`,
+  devicesTag: (tenantId: number) => `${tenantId}:devices`,
+  dashboardTag: (tenantId: number) => `${tenantId}:dashboard`,
+};
+
+/**
+ * The two-tier read cache (bentocache): L1 in process memory bounded in bytes, and with
+ * REDIS_URL an L2 in Redis plus a bus through which an eviction on one instance evicts
+ * every instance's L1. getOrSet gives stampede protection (one database read per key and
+ * instance), grace (an expired entry is kept and served, marked stale, when the database
+ * fails or is slower than CACHE_STALE_TIMEOUT_MS) and an L2 circuit breaker (after a
+ * Redis failure, L2 is skipped for CACHE_L2_BREAKER_MS; every Redis command is bounded by
+ * REDIS_TIMEOUT_MS). With CACHE_ENABLED=false every lookup goes to the database.
+ */
+export class PulseCache {
+  private readonly bento: BentoCache<Record<'pulse', ReturnType<typeof bentostore>>> | null = null;
+  private readonly redis: Redis | null = null;
+  private readonly lookups = new AsyncLocalStorage<Lookup>();
+  /** key or tag → invalidation sequence number, to catch loads that overlap an eviction */
+  private readonly invalidatedAt = new Map<string, number>();
+  private seq = 0;
+  private floor = 0;
+  /** key → `at` of an entry served stale, so its later L1 hits (grace backoff) stay marked */
+  private readonly staleMarks = new Map<string, number>();
+  private readonly dashboardTouched = new Map<number, { last: number; timer: NodeJS.Timeout | null }>();
+  private circuitOpenUntil = 0;
+  private hadRedisOutage = false;
+
+  constructor(
+    private readonly config: Config,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+  ) {
+    if (!config.CACHE_ENABLED) return;
+    const l1 = new LRUCache<string, string>({
+      maxSize: config.CACHE_L1_MAX_BYTES,
+      // one huge answer must not flush everything else
+      maxEntrySize: Math.max(1, Math.floor(config.CACHE_L1_MAX_BYTES / 8)),
+      sizeCalculation: (v) => Buffer.byteLength(v, 'utf8'),
+      dispose: (_v, key, reason) => {
+        if (reason === 'evict') metrics.cacheEvictions.inc({ kind: kindOf(key), reason: 'capacity' });
+      },
+    });
+    metrics.cacheSource.l1Bytes = () => l1.calculatedSize;
+    metrics.cacheSource.circuitOpen = () => (Date.now() < this.circuitOpenUntil ? 1 : 0);
+    // cacheInstance: bentocache's memory driver takes an LRU of ours, so its bytes can be measured
+    let store = bentostore().useL1Layer(memoryDriver({ cacheInstance: l1 } as Parameters<typeof memoryDriver>[0]));
+    if (config.REDIS_URL) {
+      const options: RedisOptions = {
+        commandTimeout: config.REDIS_TIMEOUT_MS,
+        connectTimeout: Math.max(config.REDIS_TIMEOUT_MS, 1_000),
+        maxRetriesPerRequest: 1,
+        retryStrategy: (attempt) => Math.min(attempt * 100, 2_000),
+      };
+      // the L2 connection fails commands at once while disconnected instead of queueing them
+      this.redis = new Redis(config.REDIS_URL, { ...options, enableOfflineQueue: false, lazyConnect: true });
+      this.redis.on('error', (err) => log.debug({ err }, 'redis connection error'));
+      this.redis.on('close', () => (this.hadRedisOutage = true));
+      this.redis.on('ready', () => this.afterRedisOutage());
+      // the bus duplicates this (never connected) one into a publisher and a subscriber, which
+      // queue while offline so the subscription survives reconnects; they get our error listener
+      const busBase = new Redis(config.REDIS_URL, { ...options, lazyConnect: true });
+      const duplicate = busBase.duplicate.bind(busBase);
+      busBase.duplicate = (override) => {
+        const conn = duplicate(override).on('error', (err) => log.debug({ err }, 'redis bus connection error'));
+        // bentocache subscribes once and does not wait: a SUBSCRIBE that times out (Redis slow
+        // or away at start) must not reject (an unhandled rejection, and the bus would drop its
+        // handler) but be sent again until Redis confirms it
+        const subscribe = conn.subscribe.bind(conn) as (...channels: string[]) => Promise<unknown>;
+        const untilConfirmed = (channels: string[]): Promise<unknown> =>
+          subscribe(...channels).catch(async (err) => {
+            if (conn.status === 'end') return;
+            log.warn({ err }, 'redis bus subscription not confirmed; retrying');
+            await new Promise((r) => setTimeout(r, 500).unref());
+            return untilConfirmed(channels);
+          });
+        (conn as unknown as { subscribe: typeof subscribe }).subscribe = (...channels) => untilConfirmed(channels);
+        return conn;
+      };
+      store = store
+        .useL2Layer(redisDriver({ connection: this.redis }))
+        .useBus(redisBusDriver({ connection: busBase, retryQueue: { enabled: true, maxSize: 10_000 } }));
+    }
+    this.bento = new BentoCache({
+      default: 'pulse',
+      stores: { pulse: store },
+      prefix: config.CACHE_PREFIX,
+      grace: config.CACHE_GRACE_MS > 0 ? config.CACHE_GRACE_MS : false,
+      graceBackoff: 5_000,
+      timeout: config.CACHE_STALE_TIMEOUT_MS,
+      l2CircuitBreakerDuration: config.CACHE_L2_BREAKER_MS,
+      internalOperationWrapper: <T>(fn: () => T): T => {
+        const r = fn();
+        if (r instanceof Promise) r.catch(() => this.redisFailed());
+        return r;
+      },
+    });
+    this.bento.on('cache:hit', ({ key, layer, graced }) => {
+      const lookup = this.lookups.getStore();
+      if (lookup && lookup.key === key) {
+        lookup.tier = layer;
+        lookup.graced = graced;
+      }
+    });
+    // evictions made by other instances: a load of ours overlapping them must not be cached as fresh
+    (this.bento as unknown as { on(e: string, cb: (d: { message: { keys: string[]; type: string } }) => void): void }).on(
+      'bus:message:received',
+      ({ message }) => {
+        if (message.type === 'delete') for (const k of message.keys) this.markInvalidated(k);
+        else if (message.type === 'set') for (const k of message.keys) if (k.startsWith(TAG_KEY)) this.markInvalidated(k.slice(TAG_KEY.length));
+      },
+    );
+  }
+
+  /** Connects to Redis when configured; a Redis that is down is not an error (L1 serves). */
+  async start(): Promise<void> {
+    if (!this.redis) return;
+    try {
+      await this.redis.connect();
+    } catch (err) {
+      this.log.warn({ err }, 'redis unreachable at start; caching in L1 until it answers');
+    }
+    this.bento!.use(); // creates the L2 driver and subscribes the bus now, not on the first request
+  }
+
+  get enabled(): boolean {
+    return this.bento !== null;
+  }
+
+  /**
+   * The cached answer for `key`, or load() and cache it. load() returning undefined
+   * (not found) caches nothing. When load() fails and an expired entry is at hand, that
+   * entry is returned with `use` marked stale; otherwise load's error is thrown.
+   */
+  async get<T>(use: RequestCache | null, kind: CacheKind, key: string, load: () => Promise<T | undefined>, tags?: string[]): Promise<Cached<T> | undefined> {
+    if (!this.bento) {
+      const at = Date.now();
+      const value = await load();
+      return value === undefined ? undefined : { value, at };
+    }
+    const lookup: Lookup = { key, tier: 'miss', graced: false };
+    const started = this.seq;
+    let env: Envelope | undefined;
+    try {
+      env = await this.lookups.run(lookup, () =>
+        this.bento!.getOrSet<Envelope>({
+          key,
+          ttl: DYNAMIC[kind] ? this.config.CACHE_DYNAMIC_TTL_MS : this.config.CACHE_STATIC_TTL_MS,
+          tags,
+          factory: async (ctx) => {
+            const at = Date.now();
+            const v = await load();
+            if (v === undefined) return ctx.skip() as unknown as Envelope;
+            // evicted while we read: answer with it, but let the next lookup read again
+            if (this.invalidatedSince(started, key, tags)) ctx.setOptions({ ttl: 1 });
+            return { v, at };
+          },
+        }),
+      );
+    } catch (err) {
+      throw err instanceof errors.E_FACTORY_ERROR ? (err as Error).cause : err;
+    }
+    if (env === undefined) {
+      this.metrics.cacheLookups.inc({ kind, result: 'miss' });
+      use?.record('miss', false);
+      return undefined;
+    }
+    let stale = lookup.graced;
+    if (lookup.tier === 'miss') this.staleMarks.delete(key);
+    else if (stale) this.mark(this.staleMarks, key, env.at);
+    else stale = this.staleMarks.get(key) === env.at;
+    this.metrics.cacheLookups.inc({ kind, result: stale ? 'stale' : lookup.tier });
+    use?.record(lookup.tier, stale);
+    return { value: env.v as T, at: env.at };
+  }
+
+  /** After a commit wrote readings of `devices`: evicts their latest values and (debounced) the tenant's dashboards. */
+  async afterWrite(tenantId: number, devices: Iterable<string>, devicesCreated: boolean): Promise<void> {
+    if (!this.bento) return;
+    const latest = [...devices].map((d) => keys.latest(tenantId, d));
+    // in parallel: with Redis away, the answer waits for one REDIS_TIMEOUT_MS at most, not one per step
+    await Promise.all([
+      this.guard(() => this.deleteKeys('latest', latest)),
+      devicesCreated ? this.guard(() => this.deleteTag('devices', keys.devicesTag(tenantId))) : null,
+      this.guard(() => this.touchDashboard(tenantId)),
+    ]);
+  }
+
+  /** A device was created, changed or deleted: its record, latest values, lists and dashboards. */
+  async afterDeviceChange(tenantId: number, device: string): Promise<void> {
+    if (!this.bento) return;
+    await Promise.all([
+      this.guard(() => this.deleteKeys('device', [keys.device(tenantId, device)])),
+      this.guard(() => this.deleteKeys('latest', [keys.latest(tenantId, device)])),
+      this.guard(() => this.deleteTag('devices', keys.devicesTag(tenantId))),
+      this.guard(() => this.deleteTag('dashboard', keys.dashboardTag(tenantId))),
+    ]);
+  }
+
+  readonly keys = keys;
+
+  async close(): Promise<void> {
+    for (const t of this.dashboardTouched.values()) if (t.timer) clearTimeout(t.timer);
+    this.dashboardTouched.clear();
+    await this.bento?.disconnectAll().catch((err) => this.log.warn({ err }, 'cache disconnect failed'));
+  }
+
+  /**
+   * Leading and trailing debounce: the first write after a quiet interval evicts the
+   * dashboards before it is acknowledged; writes within the interval evict once at its
+   * end. Under constant ingest a dashboard is rebuilt at most once per interval.
+   */
+  private async touchDashboard(tenantId: number): Promise<void> {
+    const window = this.config.CACHE_DASHBOARD_DEBOUNCE_MS;
+    const now = Date.now();
+    const t = this.dashboardTouched.get(tenantId);
+    if (!t || now - t.last >= window) {
+      this.dashboardTouched.set(tenantId, { last: now, timer: t?.timer ?? null });
+      if (this.dashboardTouched.size > MAX_MARKS) this.dashboardTouched.clear();
+      return this.deleteTag('dashboard', keys.dashboardTag(tenantId));
+    }
+    if (t.timer) return;
+    t.timer = setTimeout(() => {
+      t.timer = null;
+      t.last = Date.now();
+      void this.guard(() => this.deleteTag('dashboard', keys.dashboardTag(tenantId)));
+    }, t.last + window - now);
+    t.timer.unref();
+  }
+
+  private async deleteKeys(kind: CacheKind, list: string[]) {
+    for (const k of list) this.markInvalidated(k);
+    // bounded Redis commands and bus messages, whatever the size of an import
+    for (let i = 0; i < list.length; i += DELETE_CHUNK) await this.bento!.deleteMany({ keys: list.slice(i, i + DELETE_CHUNK) });
+    this.metrics.cacheEvictions.inc({ kind, reason: 'invalidated' }, list.length);
+  }
+
+  private async deleteTag(kind: CacheKind, tag: string) {
+    this.markInvalidated(tag);
+    await this.bento!.deleteByTag({ tags: [tag] });
+    this.metrics.cacheEvictions.inc({ kind, reason: 'invalidated' });
+  }
+
+  /** A committed write is never failed by the cache: L1 is evicted first and cannot fail; L2 and bus errors are logged. */
+  private async guard(fn: () => Promise<void>) {
+    try {
+      await fn();
+    } catch (err) {
+      this.log.warn({ err }, 'cache eviction failed');
+    }
+  }
+
+  private markInvalidated(keyOrTag: string) {
+    this.mark(this.invalidatedAt, keyOrTag, ++this.seq);
+  }
+
+  private invalidatedSince(started: number, key: string, tags?: string[]): boolean {
+    if (started < this.floor) return true;
+    if ((this.invalidatedAt.get(key) ?? 0) > started) return true;
+    return tags?.some((t) => (this.invalidatedAt.get(t) ?? 0) > started) ?? false;
+  }
+
+  private mark(map: Map<string, number>, key: string, value: number) {
+    if (map.size >= MAX_MARKS) {
+      map.clear();
+      // forgotten invalidations: treat every load in flight as overlapping one
+      if (map === this.invalidatedAt) this.floor = this.seq;
+    }
+    map.set(key, value);
+  }
+
+  private redisFailed() {
+    this.metrics.cacheRedisErrors.inc();
+    // mirrors bentocache's breaker: it opens on a failed L2 operation and skips L2 meanwhile
+    if (Date.now() >= this.circuitOpenUntil) this.circuitOpenUntil = Date.now() + this.config.CACHE_L2_BREAKER_MS;
+  }
+
+  /** Evictions sent while Redis was away may have missed L2 and other instances: start both over. */
+  private afterRedisOutage() {
+    if (!this.hadRedisOutage) return;
+    this.hadRedisOutage = false;
+    this.log.info('redis is back; clearing the cache once (evictions may have been missed meanwhile)');
+    void this.bento!.clear().catch((err) => this.log.warn({ err }, 'cache clear after redis outage failed'));
+  }
+}
+
+/** The cache kind of an L1 key `<prefix>:<tenant>:<kind>:…`. */
+function kindOf(l1Key: string): string {
+  const kind = l1Key.split(':', 3)[2];
+  return kind && kind in DYNAMIC ? kind : 'tag';
+}

@@ -1,0 +1,94 @@
+import type { Logger } from 'pino';
+import type { Db } from '../../infra/db.ts';
+import { problem } from '../../http/errors.ts';
+import { SUMMARIZE_TASK } from './jobs.ts';
+import * as repo from './repository.ts';
+
+export interface CompletionOptions {
+  /** Completions per transaction. */
+  maxBatch: number;
+  /** Completions queued or being committed; past this, completions are refused with 503 at once. */
+  maxQueued: number;
+  /** max_attempts of the summary jobs. */
+  maxAttempts: number;
+}
+
+interface Pending {
+  tenantId: number;
+  id: string;
+  resolve: (row: repo.SessionRow | undefined) => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * Group commit for session completions (the ingest batcher's pattern, smaller): the
+ * completions waiting while a flush is in flight are committed together in one
+ * transaction of three statements, whatever their number — move the open ones to
+ * 'completing', add their summary jobs (one add_jobs), read back every asked-for session.
+ * A job exists exactly when its completion commits; a session already completing or
+ * completed gets no second job, so a repeated completion is answered the same.
+ */
+export class CompletionBatcher {
+  private queue: Pending[] = [];
+  private queued = 0;
+  private flushing = false;
+  private closed = false;
+  private idle: (() => void)[] = [];
+
+  constructor(
+    private readonly db: Db,
+    private readonly opts: CompletionOptions,
+    private readonly log: Logger,
+  ) {}
+
+  /** Resolves with the session after the transaction completing it commits; undefined: no such session of the tenant. */
+  complete(tenantId: number, id: string): Promise<repo.SessionRow | undefined> {
+    if (this.closed) return Promise.reject(problem('unavailable', 'The server is shutting down; retry.', {}, { retryAfterS: 1 }));
+    if (this.queued >= this.opts.maxQueued) {
+      return Promise.reject(problem('unavailable', 'Too many session completions are waiting; nothing was changed. Retry after the indicated delay.', {}, { retryAfterS: 1 }));
+    }
+    this.queued++;
+    return new Promise((resolve, reject) => {
+      this.queue.push({ tenantId, id: id.toLowerCase(), resolve, reject });
+      this.flush();
+    });
+  }
+
+  private flush() {
+    if (this.flushing || !this.queue.length) {
+      if (!this.flushing && !this.queue.length) for (const done of this.idle.splice(0)) done();
+      return;
+    }
+    this.flushing = true;
+    const batch = this.queue.splice(0, this.opts.maxBatch);
+    void this.commit(batch).finally(() => {
+      this.queued -= batch.length;
+      this.flushing = false;
+      this.flush();
+    });
+  }
+
+  private async commit(batch: Pending[]) {
+    const tenantIds = batch.map((p) => p.tenantId);
+    const ids = batch.map((p) => p.id);
+    try {
+      const rows = await this.db.tx(async (tx) => {
+        const moved = await repo.completeSessions(tx, tenantIds, ids);
+        if (moved.length) await repo.enqueueSummaries(tx, moved.map((m) => m.id), SUMMARIZE_TASK, this.opts.maxAttempts);
+        return repo.findSessions(tx, tenantIds, ids);
+      });
+      const byKey = new Map(rows.map((r) => [`${r.tenant_id}:${r.id}`, r]));
+      for (const p of batch) p.resolve(byKey.get(`${p.tenantId}:${p.id}`));
+    } catch (err) {
+      this.log.error({ err, completions: batch.length }, 'session completion flush failed; its requests were answered 503');
+      const p503 = problem('unavailable', 'The completion could not be committed; nothing was changed. Retry.', {}, { cause: err, retryAfterS: 1 });
+      for (const p of batch) p.reject(p503);
+    }
+  }
+
+  /** Stops accepting and waits for what is queued to commit. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.flushing || this.queue.length) await new Promise<void>((resolve) => this.idle.push(resolve));
+  }
+}

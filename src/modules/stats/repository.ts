@@ -1,0 +1,108 @@
+import type { Db } from '../../infra/db.ts';
+import { TS_IN, TS_OUT } from '../readings/repository.ts';
+import { aggOf, combine, EPOCH, RAW_PARTIAL } from '../rollups/sql.ts';
+import type { ReadPlan } from './plan.ts';
+
+export interface StatsRow {
+  bucket_us: number | null;
+  count: number;
+  sum: number;
+  min: number;
+  max: number;
+  first: number;
+  last: number;
+}
+
+/**
+ * Both stats statements take the metric as $3, the bucket width as $4 and a ReadPlan as
+ * $5–$10: raw ranges, and rollup ranges with their level (1m, 1h, 1d) and stale span.
+ */
+const PLAN_CTES = `met as (select id from rollup_metrics where name = $3::text),
+     sets as (select id, array_position(names, $3::text) as pos from metric_sets where $3::text = any(names)),
+     lv as (
+       select l, ${TS_IN('f')} as f, ${TS_IN('t')} as t, s * interval '1 microsecond' as span
+         from unnest($7::int4[], $8::int8[], $9::int8[], $10::int8[]) as u(l, f, t, s)
+     )`;
+
+/**
+ * Late data not yet recomputed (hours in `marks`): per rollup range, the spans around
+ * those hours (the hour, or its day for day rows) are read raw instead.
+ */
+const STALE = (marks: string) => `stale as (
+       select distinct lv.l, greatest(lv.f, b.s) as f, least(lv.t, b.s + lv.span) as t
+         from lv join (${marks}) x on x.hour >= lv.f - lv.span and x.hour < lv.t
+         cross join lateral (select date_bin(lv.span, x.hour, ${EPOCH}) as s) b
+        where b.s + lv.span > lv.f
+     )`;
+
+/** Rollup rows of one level inside the plan's ranges and not stale. */
+const ROLLUP_PART = (level: number, table: string, where: string) => `
+       select x.bucket, ${aggOf('x')}
+         from lv join ${table} x on lv.l = ${level} and ${where} and x.metric_id = (select id from met)
+                                and x.bucket >= lv.f and x.bucket < lv.t
+        where not exists (select 1 from stale s where s.l = ${level} and x.bucket >= s.f and x.bucket < s.t)`;
+
+const RAW_RANGES = `select ${TS_IN('f')} as f, ${TS_IN('t')} as t from unnest($5::int8[], $6::int8[]) as u(f, t)
+               union all select f, t from stale`;
+
+const RESULT = `${TS_OUT('b.bucket')} as bucket_us, b.count, b.sum, b.min, b.max, b.first_v as first, b.last_v as last`;
+const BUCKETS = combine('bucket', `select date_bin($4::interval, bucket, ${EPOCH}) as bucket, count, sum, min, max, first_ts, first_v, last_ts, last_v from parts`);
+
+/** The device (no row: no such device; one row of nulls: no data), and one metric's aggregates per bucket. */
+export async function deviceStats(db: Db, tenantId: number, device: string, metric: string, bucket: string, plan: ReadPlan) {
+  return db.query<StatsRow & { device_id: number }>(
+    'stats.device',
+    `with dev as (select d.id from devices d where d.tenant_id = $1::bigint and d.external_id = $2::text),
+     ${PLAN_CTES},
+     ${STALE('select hour from rollup_dirty where device_id = (select id from dev)')},
+     parts as (
+       ${ROLLUP_PART(1, 'rollup_1m', 'x.device_id = (select id from dev)')}
+       union all
+       ${ROLLUP_PART(2, 'rollup_1h', 'x.device_id = (select id from dev)')}
+       union all
+       ${ROLLUP_PART(3, 'rollup_1d', 'x.device_id = (select id from dev)')}
+       union all
+       select r.ts as bucket, ${RAW_PARTIAL('r.ts', 'r.vals[m.pos]')}
+         from (${RAW_RANGES}) rr
+         join readings r on r.device_id = (select id from dev) and r.ts >= rr.f and r.ts < rr.t
+         join sets m on m.id = r.metric_set
+        where r.vals[m.pos] is not null
+     )
+     select dev.id as device_id, ${RESULT}
+       from dev left join (${BUCKETS}) b on true
+      order by b.bucket`,
+    [tenantId, device, metric, bucket, plan.rawFromUs, plan.rawToUs, plan.level, plan.levelFromUs, plan.levelToUs, plan.levelSpanUs],
+  );
+}
+
+/** One metric's aggregates per bucket over the tenant's devices (of one status, or all: null). */
+export async function fleetStats(db: Db, tenantId: number, status: string | null, metric: string, bucket: string, plan: ReadPlan) {
+  const fleet = 'x.tenant_id = $1::bigint and ($2::text is null or x.status = $2::text)';
+  return db.query<StatsRow>(
+    'stats.fleet',
+    `with devs as (select d.id from devices d where d.tenant_id = $1::bigint and ($2::text is null or d.status = $2::text)),
+     ${PLAN_CTES},
+     ${STALE(`select x.hour from rollup_dirty x join devices d on d.id = x.device_id where d.tenant_id = $1::bigint
+              union select hour from fleet_rollup_dirty where tenant_id = $1::bigint`)},
+     parts as (
+       ${ROLLUP_PART(1, 'fleet_rollup_1m', fleet)}
+       union all
+       ${ROLLUP_PART(2, 'fleet_rollup_1h', fleet)}
+       union all
+       ${ROLLUP_PART(3, 'fleet_rollup_1d', fleet)}
+       union all
+       select r.ts as bucket, ${RAW_PARTIAL('r.ts', 'r.vals[m.pos]')}
+         from (${RAW_RANGES}) rr
+         cross join devs
+         -- per device and range, by the primary key (offset 0: not flattened into a scan of every reading)
+         cross join lateral (
+           select r.ts, r.metric_set, r.vals from readings r
+            where r.device_id = devs.id and r.ts >= rr.f and r.ts < rr.t offset 0
+         ) r
+         join sets m on m.id = r.metric_set
+        where r.vals[m.pos] is not null
+     )
+     select ${RESULT} from (${BUCKETS}) b order by b.bucket`,
+    [tenantId, status, metric, bucket, plan.rawFromUs, plan.rawToUs, plan.level, plan.levelFromUs, plan.levelToUs, plan.levelSpanUs],
+  );
+}

@@ -1,0 +1,80 @@
+import type { Db } from '../../infra/db.ts';
+import { problem } from '../../http/errors.ts';
+import { formatUs, nowUs } from '../../lib/time.ts';
+import { parseTimestamp } from '../readings/timestamp.ts';
+import { readDone } from '../rollups/repository.ts';
+import { BUCKET_US, planRead, type BucketName } from './plan.ts';
+import * as repo from './repository.ts';
+import type { FleetStatsQuery, StatsQuery } from './schemas.ts';
+
+const BUCKET_INTERVAL = { '1m': '1 minute', '1h': '1 hour', '1d': '1 day' } as const;
+const MAX_BUCKETS = 10_000;
+/**
+ * The watermark only moves forward, and reading with an older one is still exact (more
+ * is read raw), so each process may remember it briefly instead of asking per request.
+ */
+const WATERMARK_TTL_MS = 1000;
+
+function timeParam(name: string, value: string | number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const us = parseTimestamp(value);
+  if (us === null) throw problem('validation', `${name} must be an RFC 3339 timestamp or epoch milliseconds.`);
+  return us;
+}
+
+function window(q: StatsQuery) {
+  const bucket: BucketName = q.bucket ?? '1h';
+  const toUs = timeParam('to', q.to, nowUs());
+  const fromUs = timeParam('from', q.from, toUs - 86_400e6);
+  if (fromUs >= toUs) throw problem('validation', '`from` must be before `to`.');
+  if ((toUs - fromUs) / BUCKET_US[bucket] > MAX_BUCKETS) {
+    throw problem('validation', `At most ${MAX_BUCKETS} buckets per request: narrow the range or use a larger bucket.`);
+  }
+  return { bucket, fromUs, toUs };
+}
+
+const toBucket = (r: repo.StatsRow) => ({
+  ts: formatUs(r.bucket_us!),
+  count: r.count,
+  min: r.min,
+  max: r.max,
+  avg: r.sum / r.count,
+  sum: r.sum,
+  first: r.first,
+  last: r.last,
+});
+
+/**
+ * Stats of one metric per bucket, for a device or a tenant's fleet: rollups for whole
+ * pieces below the watermark, raw readings for the rest (src/modules/stats/plan.ts).
+ * With rollups disabled, everything is read raw.
+ */
+export class StatsService {
+  private watermark = { us: null as number | null, at: -Infinity };
+
+  constructor(private readonly rollupsEnabled: boolean) {}
+
+  private async done(db: Db): Promise<number | null> {
+    if (!this.rollupsEnabled) return null;
+    const now = performance.now();
+    if (now - this.watermark.at > WATERMARK_TTL_MS) this.watermark = { us: await readDone(db), at: now };
+    return this.watermark.us;
+  }
+
+  async device(db: Db, tenantId: number, device: string, q: StatsQuery) {
+    const { bucket, fromUs, toUs } = window(q);
+    const plan = planRead(fromUs, toUs, bucket, await this.done(db));
+    const rows = await repo.deviceStats(db, tenantId, device, q.metric, BUCKET_INTERVAL[bucket], plan);
+    if (!rows.length) throw problem('not-found', `No device '${device}'.`);
+    const buckets = rows.filter((r) => r.bucket_us !== null).map(toBucket);
+    return { device, metric: q.metric, bucket, from: formatUs(fromUs), to: formatUs(toUs), buckets };
+  }
+
+  async fleet(db: Db, tenantId: number, q: FleetStatsQuery) {
+    const { bucket, fromUs, toUs } = window(q);
+    const status = q.status ?? 'active';
+    const plan = planRead(fromUs, toUs, bucket, await this.done(db));
+    const rows = await repo.fleetStats(db, tenantId, status === 'any' ? null : status, q.metric, BUCKET_INTERVAL[bucket], plan);
+    return { status, metric: q.metric, bucket, from: formatUs(fromUs), to: formatUs(toUs), buckets: rows.map(toBucket) };
+  }
+}

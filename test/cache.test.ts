@@ -1,0 +1,219 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { brotliDecompressSync, gunzipSync } from 'node:zlib';
+import { bearer, createTestApp, type TestApp } from './helpers/app.ts';
+import { adminUrl } from './helpers/db.ts';
+import pg from 'pg';
+
+const cacheTier = (res: { headers: Record<string, unknown> }) => /cache;desc=(\w+)/.exec(String(res.headers['server-timing']))?.[1];
+const queries = (res: { headers: Record<string, unknown> }) => Number(/desc="(\d+) queries"/.exec(String(res.headers['server-timing']))![1]);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('cache (L1 only)', () => {
+  let t: TestApp;
+  let key: string;
+  before(async () => {
+    t = await createTestApp({ CACHE_DASHBOARD_DEBOUNCE_MS: 0 });
+    key = await t.key('acme');
+  });
+  after(() => t.close());
+
+  const get = (url: string, headers: Record<string, string> = {}) => t.app.inject({ url, headers: { ...bearer(key), ...headers } });
+  const write = (body: unknown) => t.app.inject({ method: 'POST', url: '/v1/readings', headers: bearer(key), payload: body as object });
+
+  it('serves latest values from L1 after the first read, and a write is visible on the next read', async () => {
+    assert.equal((await write([{ device: 'ryw-1', ts: '2026-01-01T00:00:00Z', metrics: { t: 1 } }])).statusCode, 200);
+    const first = await get('/v1/devices/ryw-1/latest');
+    assert.equal(first.statusCode, 200);
+    assert.equal(cacheTier(first), 'miss');
+    assert.equal(queries(first), 1);
+    const second = await get('/v1/devices/ryw-1/latest');
+    assert.equal(cacheTier(second), 'l1');
+    assert.equal(queries(second), 0);
+    assert.deepEqual(second.json(), first.json());
+    assert.ok(!Number.isNaN(Date.parse(first.json().as_of)));
+
+    for (let v = 2; v <= 5; v++) {
+      assert.equal((await write([{ device: 'ryw-1', ts: `2026-01-01T00:0${v}:00Z`, metrics: { t: v } }])).statusCode, 200);
+      const latest = await get('/v1/devices/ryw-1/latest');
+      assert.deepEqual(latest.json().metrics.t, { ts: `2026-01-01T00:0${v}:00.000Z`, value: v });
+    }
+  });
+
+  it('evicts the dashboard on writes (debounce 0: every write)', async () => {
+    await write([{ device: 'dash-1', metrics: { t: 1 } }]);
+    const before = await get('/v1/readings/latest?status=any');
+    assert.ok(before.json().items.some((i: { device: string }) => i.device === 'dash-1'));
+    assert.equal(cacheTier(await get('/v1/readings/latest?status=any')), 'l1');
+    await write([{ device: 'dash-2', metrics: { t: 2 } }]);
+    const after = await get('/v1/readings/latest?status=any');
+    assert.equal(cacheTier(after), 'miss');
+    assert.ok(after.json().items.some((i: { device: string }) => i.device === 'dash-2'));
+    assert.ok(Date.parse(after.json().as_of) >= Date.parse(before.json().as_of));
+  });
+
+  it('evicts device records, lists and latest values on create, patch and delete', async () => {
+    const list0 = await get('/v1/devices?limit=1000');
+    assert.equal((await t.app.inject({ method: 'POST', url: '/v1/devices', headers: bearer(key), payload: { id: 'dev-1', name: 'one' } })).statusCode, 201);
+    assert.ok(!list0.json().items.some((d: { id: string }) => d.id === 'dev-1'));
+    assert.ok((await get('/v1/devices?limit=1000')).json().items.some((d: { id: string }) => d.id === 'dev-1'));
+
+    assert.equal((await get('/v1/devices/dev-1')).json().name, 'one');
+    assert.equal(cacheTier(await get('/v1/devices/dev-1')), 'l1');
+    await t.app.inject({ method: 'PATCH', url: '/v1/devices/dev-1', headers: bearer(key), payload: { name: 'uno', status: 'inactive' } });
+    assert.equal((await get('/v1/devices/dev-1')).json().name, 'uno');
+    assert.equal((await get('/v1/devices?status=active&limit=1000')).json().items.some((d: { id: string }) => d.id === 'dev-1'), false);
+
+    await write([{ device: 'dev-1', metrics: { t: 1 } }]);
+    assert.equal((await get('/v1/devices/dev-1/latest')).statusCode, 200);
+    assert.equal((await t.app.inject({ method: 'DELETE', url: '/v1/devices/dev-1', headers: bearer(key) })).statusCode, 204);
+    assert.equal((await get('/v1/devices/dev-1')).statusCode, 404);
+    assert.equal((await get('/v1/devices/dev-1/latest')).statusCode, 404);
+  });
+
+  it('evicts the latest values of devices written by a streamed import', async () => {
+    await write([{ device: 'imp-1', ts: '2026-01-01T00:00:00Z', metrics: { t: 1 } }]);
+    assert.equal((await get('/v1/devices/imp-1/latest')).json().metrics.t.value, 1);
+    const res = await t.app.inject({
+      method: 'POST',
+      url: '/v1/readings',
+      headers: { ...bearer(key), 'content-type': 'application/x-ndjson' },
+      payload: '{"device":"imp-1","ts":"2026-01-02T00:00:00Z","metrics":{"t":7}}\n',
+    });
+    assert.equal(res.statusCode, 200, res.body);
+    assert.equal((await get('/v1/devices/imp-1/latest')).json().metrics.t.value, 7);
+  });
+
+  it('keeps other tenants apart', async () => {
+    const other = await t.key('other');
+    await write([{ device: 'shared-id', metrics: { t: 1 } }]);
+    assert.equal((await get('/v1/devices/shared-id/latest')).statusCode, 200);
+    assert.equal((await t.app.inject({ url: '/v1/devices/shared-id/latest', headers: bearer(other) })).statusCode, 404);
+  });
+
+  it('answers If-None-Match with 304, and a changed body with a new ETag', async () => {
+    await write([{ device: 'etag-1', metrics: { t: 1 } }]);
+    const first = await get('/v1/devices/etag-1');
+    const etag = String(first.headers.etag);
+    assert.match(etag, /^"[\w-]+"$/);
+    assert.equal(first.headers['cache-control'], 'private, no-cache');
+    const again = await get('/v1/devices/etag-1', { 'if-none-match': `"other", ${etag}` });
+    assert.equal(again.statusCode, 304);
+    assert.equal(again.body, '');
+    assert.equal(again.headers.etag, etag);
+    assert.equal((await get('/v1/devices/etag-1', { 'if-none-match': '"other"' })).statusCode, 200);
+    await t.app.inject({ method: 'PATCH', url: '/v1/devices/etag-1', headers: bearer(key), payload: { name: 'renamed' } });
+    const changed = await get('/v1/devices/etag-1', { 'if-none-match': etag });
+    assert.equal(changed.statusCode, 200);
+    assert.notEqual(changed.headers.etag, etag);
+  });
+
+  it('negotiates compression (br, gzip, none) and leaves tiny bodies uncompressed', async () => {
+    await write(Array.from({ length: 40 }, (_, i) => ({ device: `cmp-${i}`, metrics: { temperature: 20 + i, humidity: 40 } })));
+    const url = '/v1/readings/latest?status=any&limit=100';
+    const plain = await get(url, { 'accept-encoding': 'identity' });
+    assert.equal(plain.headers['content-encoding'], undefined);
+    assert.ok(plain.rawPayload.length > 1024);
+    const br = await get(url, { 'accept-encoding': 'br' });
+    assert.equal(br.headers['content-encoding'], 'br');
+    assert.deepEqual(JSON.parse(brotliDecompressSync(br.rawPayload).toString()), plain.json());
+    const gz = await get(url, { 'accept-encoding': 'gzip' });
+    assert.equal(gz.headers['content-encoding'], 'gzip');
+    assert.deepEqual(JSON.parse(gunzipSync(gz.rawPayload).toString()), plain.json());
+    const tiny = await get('/v1/devices/cmp-1', { 'accept-encoding': 'br, gzip' });
+    assert.equal(tiny.headers['content-encoding'], undefined);
+    assert.equal(tiny.json().id, 'cmp-1');
+  });
+});
+
+describe('cache stampede', () => {
+  let t: TestApp;
+  let key: string;
+  before(async () => {
+    // long enough that the re-read entry cannot expire again while the 200 requests run
+    t = await createTestApp({ CACHE_DYNAMIC_TTL_MS: 3_000 });
+    key = await t.key('acme');
+  });
+  after(() => t.close());
+
+  const url = '/v1/devices/hot/latest';
+  const burst = async (value: number) => {
+    const all = await Promise.all(Array.from({ length: 200 }, () => t.app.inject({ url, headers: bearer(key) })));
+    assert.ok(all.every((r) => r.statusCode === 200));
+    assert.equal(all.reduce((n, r) => n + queries(r), 0), 1); // database queries made by the 200 requests
+    assert.equal(all.filter((r) => cacheTier(r) === 'miss').length, 1);
+    assert.ok(all.every((r) => r.json().metrics.t.value === value && r.headers['x-cache-stale'] === undefined));
+  };
+
+  it('reads an expired hot key from the database once under 200 concurrent requests', async () => {
+    await t.app.inject({ method: 'POST', url: '/v1/readings', headers: bearer(key), payload: [{ device: 'hot', metrics: { t: 1 } }] });
+    assert.equal(cacheTier(await t.app.inject({ url, headers: bearer(key) })), 'miss');
+    await sleep(3_100); // past CACHE_DYNAMIC_TTL_MS: expired, kept for grace
+    await burst(1);
+  });
+
+  it('reads an evicted hot key from the database once under 200 concurrent requests', async () => {
+    await t.app.inject({ method: 'POST', url: '/v1/readings', headers: bearer(key), payload: [{ device: 'hot', metrics: { t: 2 } }] });
+    await burst(2);
+  });
+});
+
+describe('cache when the database fails', () => {
+  let t: TestApp;
+  let key: string;
+  before(async () => {
+    // the key stays verified in memory: only the cached reads are under test
+    t = await createTestApp({ CACHE_DYNAMIC_TTL_MS: 100, CACHE_STATIC_TTL_MS: 100, AUTH_CACHE_TTL_MS: 600_000 });
+    key = await t.key('acme');
+  });
+  after(() => t.close());
+
+  it('serves expired entries marked stale, and fails what it never cached', async () => {
+    await t.app.inject({ method: 'POST', url: '/v1/readings', headers: bearer(key), payload: [{ device: 'd1', metrics: { t: 1 } }, { device: 'd2', metrics: { t: 2 } }] });
+    const fresh = await t.app.inject({ url: '/v1/devices/d1/latest', headers: bearer(key) });
+    const device = await t.app.inject({ url: '/v1/devices/d1', headers: bearer(key) });
+    assert.equal(fresh.statusCode, 200);
+    assert.equal(device.statusCode, 200);
+    await sleep(150);
+    const admin = new pg.Client({ connectionString: adminUrl() });
+    await admin.connect();
+    await admin.query(`drop database ${t.db.name} with (force)`);
+    await admin.end();
+
+    for (let i = 0; i < 3; i++) {
+      const stale = await t.app.inject({ url: '/v1/devices/d1/latest', headers: bearer(key) });
+      assert.equal(stale.statusCode, 200, stale.body);
+      assert.equal(stale.headers['x-cache-stale'], 'true');
+      assert.deepEqual(stale.json(), fresh.json()); // as_of included: when it was really read
+    }
+    const staleDevice = await t.app.inject({ url: '/v1/devices/d1', headers: bearer(key) });
+    assert.equal(staleDevice.headers['x-cache-stale'], 'true');
+    assert.deepEqual(staleDevice.json(), device.json());
+    const never = await t.app.inject({ url: '/v1/devices/d2/latest', headers: bearer(key) });
+    assert.ok(never.statusCode >= 500, never.body);
+    assert.equal(never.headers['x-cache-stale'], undefined);
+    const metrics = await t.app.inject({ url: '/metrics' });
+    assert.match(metrics.body, /pulse_cache_lookups_total\{kind="latest",result="stale"\} [1-9]/);
+  });
+});
+
+describe('cache disabled (CACHE_ENABLED=false)', () => {
+  let t: TestApp;
+  let key: string;
+  before(async () => {
+    t = await createTestApp({ CACHE_ENABLED: false });
+    key = await t.key('acme');
+  });
+  after(() => t.close());
+
+  it('reads the database on every request', async () => {
+    await t.app.inject({ method: 'POST', url: '/v1/readings', headers: bearer(key), payload: [{ device: 'off-1', metrics: { t: 1 } }] });
+    for (let i = 0; i < 2; i++) {
+      const res = await t.app.inject({ url: '/v1/devices/off-1/latest', headers: bearer(key) });
+      assert.equal(res.statusCode, 200);
+      assert.equal(queries(res), 1);
+      assert.equal(cacheTier(res), undefined);
+      assert.ok(res.json().as_of);
+    }
+  });
+});

@@ -1,0 +1,99 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { createMetrics } from '../src/infra/metrics.ts';
+import { startJobRunner, type JobRunner } from '../src/jobs/runner.ts';
+import { bearer, createTestApp, type TestApp } from './helpers/app.ts';
+
+/** Polls until `fn` returns a value (not undefined); a generous bound, not a timing assertion. */
+async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('a completed session notifies (webhook session.completed, e-mail)', () => {
+  let t: TestApp;
+  let runner: JobRunner;
+  let server: Server;
+  let mailDir: string;
+  const received: { headers: IncomingHttpHeaders; body: string }[] = [];
+
+  before(async () => {
+    mailDir = await mkdtemp(join(tmpdir(), 'pulse-mail-'));
+    server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        received.push({ headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
+        res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    t = await createTestApp({ SMTP_URL: '', MAIL_DIR: mailDir });
+    runner = await startJobRunner({ url: t.db.url, config: t.config, metrics: createMetrics(), logger: pino({ level: 'silent' }) });
+  });
+  after(async () => {
+    await runner.stop();
+    await t.close();
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+    await rm(mailDir, { recursive: true, force: true });
+  });
+
+  it('delivers one webhook and one e-mail for the first summary, none for a recompute after late readings', async () => {
+    const key = await t.key('notify');
+    const call = async (method: 'GET' | 'POST', url: string, payload?: unknown) => {
+      const res = await t.app.inject({ method, url, headers: bearer(key), ...(payload === undefined ? {} : { payload: payload as object }) });
+      return { status: res.statusCode, body: res.json() };
+    };
+    const port = (server.address() as AddressInfo).port;
+    assert.equal((await call('POST', '/v1/webhooks', { url: `http://127.0.0.1:${port}/hook`, events: ['session.completed'] })).status, 201);
+    assert.equal((await call('POST', '/v1/devices', { id: 'n-1' })).status, 201);
+    const startedAt = new Date(Date.now() - 60_000).toISOString();
+    const session = await call('POST', '/v1/devices/n-1/sessions', { started_at: startedAt, email: 'ops@example.com' });
+    assert.equal(session.status, 201, JSON.stringify(session.body));
+    const inWindow = new Date(Date.now() - 30_000).toISOString();
+    assert.equal((await call('POST', '/v1/readings', [{ device: 'n-1', ts: inWindow, metrics: { t: 5 } }])).status, 200);
+    assert.equal((await call('POST', `/v1/sessions/${session.body.id}/complete`)).status, 202);
+
+    const hook = await until('the session.completed webhook', async () => received[0]);
+    assert.equal(hook.headers['x-pulse-event'], 'session.completed');
+    const event = JSON.parse(hook.body);
+    assert.equal(JSON.stringify(event).includes(session.body.id), true, hook.body);
+    assert.equal(JSON.stringify(event).includes('"count":1'), true, hook.body);
+
+    const mail = await until('the e-mail', async () => {
+      const files = (await readdir(mailDir)).filter((f) => f.endsWith('.eml'));
+      return files.length ? readFile(join(mailDir, files[0]!), 'utf8') : undefined;
+    });
+    assert.match(mail, /To: ops@example.com/);
+    assert.match(mail, /Subject: Session of n-1 completed/);
+    assert.match(mail, /t: 1 values, min 5, max 5, avg 5/);
+
+    // a late reading: the summary is recomputed, and that is not announced again
+    const late = new Date(Date.now() - 20_000).toISOString();
+    const completedAt = (await call('GET', `/v1/sessions/${session.body.id}`)).body.completed_at;
+    assert.ok(late < completedAt);
+    assert.equal((await call('POST', '/v1/readings', [{ device: 'n-1', ts: late, metrics: { t: 7 } }])).status, 200);
+    await until('the recomputed summary', async () => {
+      const s = (await call('GET', `/v1/sessions/${session.body.id}`)).body;
+      return !s.stale && s.summary?.metrics?.t?.count === 2 ? true : undefined;
+    });
+    await until('no job left', async () => {
+      const { rows } = await t.db.pool.query('select count(*)::int as n from graphile_worker.jobs where task_identifier <> $1', ['rollups.refresh']);
+      return rows[0].n === 0 ? true : undefined;
+    });
+    assert.equal(received.length, 1, 'one webhook delivery');
+    assert.equal((await readdir(mailDir)).filter((f) => f.endsWith('.eml')).length, 1, 'one e-mail');
+  });
+});
