@@ -52,8 +52,9 @@ describe('streaming import (real server process)', () => {
     // (60-90 MB uncompressed, several times that as parsed rows): an import that held its
     // body or its rows in memory would die of heap exhaustion instead of answering 200.
     // That checks "constant memory" as behaviour, not as an RSS figure that varies with
-    // how V8 sizes its heap on a given machine.
-    server = await startServer(db.url, { IMPORT_CONCURRENCY: '1', NODE_OPTIONS: `--max-old-space-size=${HEAP_MIB}` });
+    // how V8 sizes its heap on a given machine. No in-process job worker: the rollup job
+    // would build rollups of each million readings alongside, on the same heap and cores.
+    server = await startServer(db.url, { IMPORT_CONCURRENCY: '1', JOBS_IN_SERVE: 'false', NODE_OPTIONS: `--max-old-space-size=${HEAP_MIB}` });
   });
   after(async () => {
     assert.equal(await server.stop(), 0);

@@ -64,7 +64,12 @@ export async function deviceStats(db: Db, tenantId: number, device: string, metr
        union all
        select r.ts as bucket, ${RAW_PARTIAL('r.ts', 'r.vals[m.pos]')}
          from (${RAW_RANGES}) rr
-         join readings r on r.device_id = (select id from dev) and r.ts >= rr.f and r.ts < rr.t
+         -- per range, by the primary key (offset 0: not flattened into a scan of the device's
+         -- every reading filtered by range afterwards, which a hot device makes expensive)
+         cross join lateral (
+           select r.ts, r.metric_set, r.vals from readings r
+            where r.device_id = (select id from dev) and r.ts >= rr.f and r.ts < rr.t offset 0
+         ) r
          join sets m on m.id = r.metric_set
         where r.vals[m.pos] is not null
      )
