@@ -23,6 +23,8 @@ import { renderHeadline, renderScenarioTable, writeReport, type BenchResults, ty
 import { summarizeRuns } from './lib/stats.ts';
 import type { LoadResult } from './lib/result.ts';
 import { selectScenarios, type ScenarioDef } from './scenarios/index.ts';
+import { SESSION_DEVICES } from './scenarios/session-ids.ts';
+import { openSessions, prepareSessionData, summaryLag } from './scenarios/sessions.ts';
 import type { RequestArgs } from './scenarios/requests.ts';
 import { findInfluxd, startInfluxdb } from './peers/influxdb.ts';
 import { PULSE_VARIANTS, startBefore, startCeiling, startPulse, type RunningSystem } from './systems.ts';
@@ -90,7 +92,7 @@ async function sql<T extends pg.QueryResultRow>(url: string, text: string, param
 }
 
 /** The bench database: created by the bench (and marked so), seeded once per size. */
-async function prepareDatabase(adminUrl: string, size: Size, withBaseline: boolean, say: (s: string) => void) {
+async function prepareDatabase(adminUrl: string, size: Size, withBaseline: boolean, withSessions: boolean, say: (s: string) => void) {
   const name = `pulse_bench_${size}`;
   const url = withDb(adminUrl, name);
   const exists = (await sql(adminUrl, 'select 1 from pg_database where datname = $1', [name])).length > 0;
@@ -121,6 +123,11 @@ async function prepareDatabase(adminUrl: string, size: Size, withBaseline: boole
       await sql(url, `delete from pulse_bench_meta where k = 'baseline'`);
     }
     const key = (await createKey(database.api, TENANT, ['read', 'write'])).key;
+    let sessionKey = '';
+    if (withSessions) {
+      say('preparing the session-completion data');
+      sessionKey = await prepareSessionData(url, database, SESSION_DEVICES[size]);
+    }
     const baseline = await sql(url, `select 1 from pulse_bench_meta where k = 'baseline'`);
     if (!withBaseline) {
       // the baseline tables are loaded when a run includes the "before"
@@ -131,7 +138,7 @@ async function prepareDatabase(adminUrl: string, size: Size, withBaseline: boole
     } else {
       await sql(url, `insert into baseline_keys (key, tenant) values ($1, $2)`, [key, TENANT]);
     }
-    return { url, key, startUs: window.startUs, endUs: window.endUs, devices: spec.devices };
+    return { url, key, sessionKey, startUs: window.startUs, endUs: window.endUs, devices: spec.devices };
   } finally {
     await database.close();
   }
@@ -181,7 +188,7 @@ export async function runBench(opts: BenchOptions): Promise<{ results: BenchResu
   let benchDb: string | null = null;
   try {
     const wanted = (name: string) => !opts.systems || opts.systems.includes(name);
-    const db = await prepareDatabase(adminUrl, opts.size, wanted('before'), say);
+    const db = await prepareDatabase(adminUrl, opts.size, wanted('before'), scenarios.some((s) => s.setup === 'sessions'), say);
     benchDb = db.url;
     const pgVersion = (await sql<{ v: string }>(db.url, `select current_setting('server_version') as v`))[0]!.v;
     const postmaster = await postmasterOf(db.url);
@@ -190,7 +197,9 @@ export async function runBench(opts: BenchOptions): Promise<{ results: BenchResu
     say('starting the systems under test');
     if (wanted('ceiling')) running.push(await startCeiling(port++));
     for (const [name, variantEnv] of Object.entries(PULSE_VARIANTS)) {
-      if (wanted(name)) running.push(await startPulse(name, port++, db.url, opts.workers, variantEnv));
+      // one job worker (rollups, summaries) on the machine: pulse's; the ablations run none
+      const jobs: Record<string, string> = name === 'pulse' ? {} : { JOBS_IN_SERVE: 'false' };
+      if (wanted(name)) running.push(await startPulse(name, port++, db.url, opts.workers, { ...jobs, ...variantEnv }));
     }
     if (wanted('before')) running.push(await startBefore(port++, db.url));
     if (scenarios.some((s) => s.peers?.includes('influxdb')) && wanted('influxdb')) {
@@ -263,12 +272,14 @@ async function responseBytes(system: RunningSystem, path: string, key: string): 
 async function runScenario(
   scenario: ScenarioDef,
   running: RunningSystem[],
-  db: { url: string; key: string; startUs: number; endUs: number; devices: number },
+  db: { url: string; key: string; sessionKey: string; startUs: number; endUs: number; devices: number },
   postmaster: number | null,
   opts: BenchOptions,
   say: (s: string) => void,
 ): Promise<ScenarioResult> {
-  const base: RequestArgs = { kind: scenario.kind, key: db.key, devices: db.devices, startUs: db.startUs, endUs: db.endUs };
+  const key = scenario.setup === 'sessions' ? db.sessionKey : db.key;
+  const base: RequestArgs = { kind: scenario.kind, key, devices: db.devices, startUs: db.startUs, endUs: db.endUs, sessions: SESSION_DEVICES[opts.size] };
+  const notes: string[] = [];
   // the ceiling returns a body the size of pulse's answer to the same request
   const pulse = running.find((s) => s.kind === 'pulse');
   let bytes = 211;
@@ -276,7 +287,7 @@ async function runScenario(
     const probe = { latest: '/v1/devices/sensor-1/latest', dashboard: '/v1/readings/latest?status=active&since=1d&limit=100', range: '/v1/devices/sensor-1/readings?metric=temperature&limit=100' } as Record<string, string>;
     if (probe[scenario.kind]) bytes = await responseBytes(pulse, probe[scenario.kind]!, db.key);
   }
-  const runs = new Map<string, { loads: LoadResult[]; queries: number[]; cpu: number[]; rss: number[]; dbCpu: number[] }>();
+  const runs = new Map<string, { loads: LoadResult[]; queries: number[]; hitRates: number[]; cpu: number[]; rss: number[]; dbCpu: number[] }>();
   const connections = Math.min(scenario.connections ?? opts.connections, opts.maxConnections ?? Infinity);
   const perRequest = scenario.perRequest && Math.min(scenario.perRequest, opts.maxPerRequest ?? Infinity);
   const valuesPerRequest = scenario.valuesPerRequest && perRequest ? (scenario.valuesPerRequest / scenario.perRequest!) * perRequest : scenario.valuesPerRequest;
@@ -291,7 +302,7 @@ async function runScenario(
   );
   const copyCeiling = scenario.ceiling === 'copy' && running.some((s) => s.kind === 'ceiling');
   const entryOf = (name: string) => {
-    const e = runs.get(name) ?? { loads: [], queries: [], cpu: [], rss: [], dbCpu: [] };
+    const e = runs.get(name) ?? { loads: [], queries: [], hitRates: [], cpu: [], rss: [], dbCpu: [] };
     runs.set(name, e);
     return e;
   };
@@ -320,8 +331,12 @@ async function runScenario(
           ? { ...base, kind: scenario.ceiling === 'json' ? 'ceiling-json' : 'ceiling-write', bytes, run: r }
           : { ...base, run: r, perRequest, ...(system.kind === 'peer' ? { peer: system.name as 'influxdb' } : {}) };
       say(`${scenario.name}: ${system.name} run ${r + 1}/${opts.repeat}`);
+      if (scenario.setup === 'sessions') await openSessions(db.url);
       let q0: Promise<number | null> = Promise.resolve(null);
       let q1: Promise<number | null> = Promise.resolve(null);
+      type CacheCounts = { lookups: number; hits: number } | null;
+      let c0: Promise<CacheCounts> = Promise.resolve(null);
+      let c1: Promise<CacheCounts> = Promise.resolve(null);
       let server: Sampler | null = null;
       let database: Sampler | null = null;
       const load = await spawnLoad(
@@ -337,10 +352,12 @@ async function runScenario(
           onPhase: (phase) => {
             if (phase === 'measure') {
               q0 = system.queries().catch(() => null);
+              c0 = system.cache?.().catch(() => null) ?? Promise.resolve(null);
               server = startSampling([system.pid], 250, { includeDescendants: true });
               database = postmaster ? samplePostgres(postmaster) : null;
             } else {
               q1 = system.queries().catch(() => null);
+              c1 = system.cache?.().catch(() => null) ?? Promise.resolve(null);
               const s = (server as Sampler | null)?.stop();
               const d = (database as Sampler | null)?.stop();
               const entry = entryOf(system.name);
@@ -350,12 +367,22 @@ async function runScenario(
           },
         },
       );
-      const [from, to] = await Promise.all([q0, q1]);
+      const [from, to, cacheFrom, cacheTo] = await Promise.all([q0, q1, c0, c1]);
+      if (scenario.setup === 'sessions' && system.kind === 'pulse') {
+        const lag = await summaryLag(db.url);
+        notes.push(
+          `${system.name}, run ${r + 1}: ${lag.completed.toLocaleString('en')} summaries; lag from completion to summary p50 ${lag.p50.toFixed(0)} ms, ` +
+            `p99 ${lag.p99.toFixed(0)} ms, max ${lag.max.toFixed(0)} ms${lag.pending ? `; ${lag.pending} still pending after 120 s` : ''}`,
+        );
+      }
       await quiesce(db.url);
       const entry = entryOf(system.name);
       entry.loads.push(load);
       // statements counted over the measured window, per request answered in it
       if (from !== null && to !== null && load.requests > 0) entry.queries.push((to - from) / load.requests);
+      if (cacheFrom && cacheTo && cacheTo.lookups > cacheFrom.lookups) {
+        entry.hitRates.push((cacheTo.hits - cacheFrom.hits) / (cacheTo.lookups - cacheFrom.lookups));
+      }
     }
   }
   const med = (xs: number[]) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] : undefined);
@@ -369,6 +396,7 @@ async function runScenario(
       median: summary.median,
       extra: {
         dbQueriesPerReq: s.kind === 'ceiling' || s.kind === 'copy' ? undefined : med(e.queries),
+        cacheHitRate: med(e.hitRates),
         serverCpuPct: med(e.cpu),
         peakRssBytes: e.rss.length ? Math.max(...e.rss) : undefined,
         dbCpuPct: s.kind === 'ceiling' ? undefined : med(e.dbCpu),
@@ -376,5 +404,5 @@ async function runScenario(
       },
     };
   });
-  return { name: scenario.name, title: scenario.title, unit: scenario.unit, systems: results };
+  return { name: scenario.name, title: scenario.title, unit: scenario.unit, systems: results, ...(notes.length ? { notes } : {}) };
 }

@@ -16,6 +16,8 @@ export interface RunningSystem {
   pid: number;
   /** Statements run so far, from the system's own counter (null: unknown). */
   queries(): Promise<number | null>;
+  /** Cache lookups so far and how many were hits (null: no cache, or unknown). */
+  cache?(): Promise<{ lookups: number; hits: number } | null>;
   stop(): Promise<void>;
 }
 
@@ -33,6 +35,10 @@ export const PULSE_VARIANTS: Record<string, Record<string, string>> = {
   'pulse (4 flushes at a time)': { INGEST_FLUSH_CONCURRENCY: '4' },
   // responses over 1 KiB are sent uncompressed (the load generator asks for gzip/br on reads)
   'pulse (compression off)': { COMPRESS_RESPONSES: 'false' },
+  // every read goes to the database: the cold cache
+  'pulse (cache off)': { CACHE_ENABLED: 'false' },
+  // stats aggregate raw readings
+  'pulse (rollups off)': { ROLLUPS_ENABLED: 'false' },
 };
 
 function waitForLine(child: ChildProcess, pattern: RegExp, what: string, timeoutMs = 60_000): Promise<void> {
@@ -97,6 +103,20 @@ export async function pulseQueryCount(port: number): Promise<number | null> {
   return n;
 }
 
+/** Cache lookups and hits (l1, l2, stale) from /metrics. */
+export async function pulseCacheCounts(port: number): Promise<{ lookups: number; hits: number }> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  let lookups = 0;
+  let hits = 0;
+  for (const line of text.split('\n')) {
+    const m = /^pulse_cache_lookups_total\{([^}]*)\} (\d+)/.exec(line);
+    if (!m) continue;
+    lookups += Number(m[2]);
+    if (!/result="miss"/.test(m[1]!)) hits += Number(m[2]);
+  }
+  return { lookups, hits };
+}
+
 export async function startPulse(
   name: string,
   port: number,
@@ -120,6 +140,7 @@ export async function startPulse(
     pid: child.pid!,
     // with several workers /metrics answers for one of them: the count would be partial
     queries: async () => (workers === 1 ? pulseQueryCount(port) : null),
+    cache: async () => (workers === 1 && env.CACHE_ENABLED !== 'false' ? pulseCacheCounts(port) : null),
     stop: () => stopChild(child),
   };
 }

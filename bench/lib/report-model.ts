@@ -38,6 +38,8 @@ export interface ScenarioResult {
   title: string;
   unit: Unit;
   systems: SystemResult[];
+  /** Scenario-specific figures (e.g. the summary lag of session completions). */
+  notes?: string[];
 }
 
 export interface BenchResults {

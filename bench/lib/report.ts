@@ -112,6 +112,7 @@ export function renderScenarioTable(scenario: ScenarioResult): string {
   const notes = [`Load generator CPU (% of one core): ${loadgen}.`];
   if (db.length > 0) notes.push(`PostgreSQL CPU: ${db.map((s) => `${s.system} ${(s.extra?.dbCpuPct ?? 0).toFixed(0)} %`).join(', ')}.`);
   parts.push(notes.join(' '));
+  if (scenario.notes?.length) parts.push(scenario.notes.map((n) => `- ${n}`).join('\n'));
   return parts.join('\n\n');
 }
 

@@ -24,18 +24,22 @@ export interface ScenarioDef {
   before?: boolean;
   /** Peers (bench/peers) that answer this scenario's question too. */
   peers?: string[];
+  /** Data prepared before every run (bench/scenarios/sessions.ts). */
+  setup?: 'sessions';
 }
 
 export const SCENARIOS: ScenarioDef[] = [
-  { name: 'device-latest', title: 'Latest values of one device (Zipf devices)', unit: 'req/s', kind: 'latest', ceiling: 'json' },
-  { name: 'dashboard', title: 'Dashboard: newest readings of active devices (/v1/readings/latest)', unit: 'req/s', kind: 'dashboard', ceiling: 'json', variants: ['pulse (compression off)'] },
+  { name: 'device-latest', title: 'Latest values of one device (Zipf devices)', unit: 'req/s', kind: 'latest', ceiling: 'json', variants: ['pulse (cache off)'] },
+  { name: 'dashboard', title: 'Dashboard: newest readings of active devices (/v1/readings/latest)', unit: 'req/s', kind: 'dashboard', ceiling: 'json', variants: ['pulse (cache off)', 'pulse (compression off)'] },
   { name: 'range-page', title: 'Range page: newest 100 values of a metric', unit: 'req/s', kind: 'range', ceiling: 'json', variants: ['pulse (compression off)'] },
-  { name: 'stats-30d', title: '30-day hourly stats of one device', unit: 'req/s', kind: 'stats', ceiling: 'json', peers: ['influxdb'] },
+  { name: 'stats-30d', title: '30-day hourly stats of one device', unit: 'req/s', kind: 'stats', ceiling: 'json', variants: ['pulse (rollups off)'], peers: ['influxdb'] },
+  { name: 'fleet-stats-30d', title: 'Fleet-wide 30-day hourly stats (all active devices)', unit: 'req/s', kind: 'fleet-stats', ceiling: 'json', before: false },
   { name: 'ingest-single', title: 'Single-reading ingest (3 metrics per request), 50 connections', unit: 'req/s', kind: 'ingest', ceiling: 'write', connections: 50, variants: ['pulse (batch size 1)', 'pulse (flush wait 5 ms)', 'pulse (2 flushes at a time)', 'pulse (4 flushes at a time)'], peers: ['influxdb'] },
   { name: 'ingest-single-200', title: 'Single-reading ingest (3 metrics per request), 200 connections', unit: 'req/s', kind: 'ingest', ceiling: 'write', connections: 200, variants: ['pulse (batch size 1)', 'pulse (flush wait 5 ms)', 'pulse (2 flushes at a time)', 'pulse (4 flushes at a time)'] },
   { name: 'ingest-batch', title: 'Batched JSON ingest: 1,000 readings × 3 metrics per request, 4 connections', unit: 'values/s', kind: 'ingest-batch', ceiling: 'copy', perRequest: 1000, valuesPerRequest: 3000, connections: 4 },
   { name: 'line-protocol', title: 'InfluxDB line protocol: 5,000 lines × 3 fields per request, 4 connections', unit: 'values/s', kind: 'line-protocol', ceiling: 'copy', perRequest: 5000, valuesPerRequest: 15_000, connections: 4, before: false, peers: ['influxdb'] },
   { name: 'ndjson-import', title: 'NDJSON bulk import: 50,000 readings × 3 metrics per request, 2 connections', unit: 'values/s', kind: 'ndjson', ceiling: 'copy', perRequest: 50_000, valuesPerRequest: 150_000, connections: 2, before: false },
+  { name: 'session-complete', title: 'Session completions (summary computed by the job worker), 50 connections', unit: 'req/s', kind: 'session-complete', ceiling: 'write', connections: 50, before: false, setup: 'sessions' },
   { name: 'mixed', title: 'Mixed: 80 % reads / 20 % writes, Zipf devices', unit: 'req/s', kind: 'mixed', ceiling: 'json' },
 ];
 

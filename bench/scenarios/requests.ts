@@ -6,6 +6,7 @@
  */
 import type { GeneratedRequest, RequestFn } from '../lib/load.ts';
 import { seededRandom, zipfSampler } from '../lib/generators.ts';
+import { sessionId } from './session-ids.ts';
 
 export interface RequestArgs {
   kind:
@@ -13,6 +14,8 @@ export interface RequestArgs {
     | 'dashboard'
     | 'range'
     | 'stats'
+    | 'fleet-stats'
+    | 'session-complete'
     | 'ingest'
     | 'ingest-batch'
     | 'line-protocol'
@@ -31,6 +34,8 @@ export interface RequestArgs {
   run?: number;
   /** Readings per request for the bulk kinds. */
   perRequest?: number;
+  /** Open sessions of the session-completion scenario (bench/scenarios/session-ids.ts). */
+  sessions?: number;
   /** The same question asked of a peer in its own API (bench/peers). */
   peer?: 'influxdb';
 }
@@ -61,6 +66,7 @@ export function make(raw: unknown): RequestFn {
   });
   const statsPath = `metric=temperature&bucket=1h&from=${iso(args.startUs)}&to=${iso(args.endUs)}`;
   const stats = (): GeneratedRequest => ({ method: 'GET', path: `/v1/devices/${deviceName()}/stats?${statsPath}`, headers: readHeaders });
+  const fleetStats: GeneratedRequest = { method: 'GET', path: `/v1/stats?${statsPath}&status=active`, headers: readHeaders };
   const ingest = (i: number): GeneratedRequest => ({
     method: 'POST',
     path: '/v1/readings',
@@ -109,6 +115,10 @@ export function make(raw: unknown): RequestFn {
       return range;
     case 'stats':
       return stats;
+    case 'fleet-stats':
+      return () => fleetStats;
+    case 'session-complete':
+      return (i) => ({ method: 'POST', path: `/v1/sessions/${sessionId(i, args.sessions ?? 1)}/complete`, headers });
     case 'ingest':
       return ingest;
     case 'mixed':
