@@ -41,12 +41,11 @@ export async function listJobs(db: Db, q: { state?: repo.JobState; task?: string
 
 /** Runs a queued or failed job again now, with its attempts reset. 404: no such job (done jobs are deleted); 409: running. */
 export async function retryJob(db: Db, id: string): Promise<JobView> {
-  if (!(await repo.retryJob(db, id))) {
-    const job = await repo.findJob(db, id);
-    if (!job) throw problem('not-found', `No job ${id} (finished jobs are deleted).`);
-    throw problem('conflict', `Job ${id} is running; retry it if it fails.`);
-  }
-  return toJob((await repo.findJob(db, id))!);
+  const retried = await repo.retryJob(db, id);
+  if (retried) return toJob(retried);
+  const job = await repo.findJob(db, id);
+  if (!job) throw problem('not-found', `No job ${id} (finished jobs are deleted).`);
+  throw problem('conflict', `Job ${id} is running; retry it if it fails.`);
 }
 
 /** `pulse jobs list|retry`: the admin API's operations for the command line; returns the text to print. */

@@ -90,16 +90,21 @@ export async function findJob(db: Db, id: string): Promise<JobRow | undefined> {
 }
 
 /**
- * Runs a job again now with a fresh set of attempts (a failed job comes back to life).
- * Returns false when the job is running (locked): it cannot be rescheduled under a worker.
+ * Runs a job again now with a fresh set of attempts (a failed job comes back to life);
+ * returns it as rescheduled (a worker may take and finish it right after). Undefined when
+ * the job is running (locked) or gone: it cannot be rescheduled under a worker.
  */
-export async function retryJob(db: Db, id: string): Promise<boolean> {
-  const rows = await db.query<{ id: string }>(
+export async function retryJob(db: Db, id: string): Promise<JobRow | undefined> {
+  const rows = await db.query<JobRow>(
     'jobs.retry',
     // the notification wakes idle workers at once instead of at their next poll
-    `select r.id::text, pg_notify('jobs:insert', '{"count":1}')
-       from graphile_worker.reschedule_jobs(array[$1::int8], run_at => now(), attempts => 0) r`,
+    `with j as (select * from graphile_worker.reschedule_jobs(array[$1::int8], run_at => now(), attempts => 0)),
+          woken as (select pg_notify('jobs:insert', '{"count":1}') from j)
+     select ${COLUMNS}
+       from j join graphile_worker._private_tasks t on t.id = j.task_id
+       left join graphile_worker._private_job_queues q on q.id = j.job_queue_id
+      where (select count(*) from woken) >= 0`,
     [id],
   );
-  return rows.length > 0;
+  return rows[0];
 }

@@ -2,7 +2,6 @@ import type { Db } from '../../infra/db.ts';
 import { problem, type Problem } from '../../http/errors.ts';
 import * as repo from '../readings/repository.ts';
 import type { ReadingInput } from '../readings/types.ts';
-import { markLateSessions } from '../sessions/late.ts';
 import { namesLiteral, type MetricSets } from './metric-sets.ts';
 
 export interface CommitResult {
@@ -118,14 +117,6 @@ function shape(requests: WriteRequest[], deviceIds: Map<string, number>) {
 }
 
 async function write(db: Db, shaped: ReturnType<typeof shape>['shaped'], latest: ReturnType<typeof shape>['latest'], setIds: Map<string, number>) {
-  // one transaction with the readings: a session summary the rows make stale is marked and re-queued atomically
-  await db.tx(async (tx) => {
-    await writeRows(tx, shaped, latest, setIds);
-    await markLateSessions(tx, shaped.map((r) => r.d), shaped.map((r) => r.t));
-  });
-}
-
-async function writeRows(db: Db, shaped: ReturnType<typeof shape>['shaped'], latest: ReturnType<typeof shape>['latest'], setIds: Map<string, number>) {
   await repo.writeReadings(db, {
     deviceIds: shaped.map((r) => r.d),
     tsUs: shaped.map((r) => r.t),
@@ -140,9 +131,9 @@ async function writeRows(db: Db, shaped: ReturnType<typeof shape>['shaped'], lat
 
 /**
  * Commits the readings of many requests (any tenants). When every device and metric set
- * is known to this process, that is one transaction of two statements (the rows, then
- * late session windows); otherwise one transaction that resolves (and creates) them
- * first, with set-based statements. Rows
+ * is known to this process, that is one statement and one round trip (rows, latest,
+ * late marks for rollups and sessions); otherwise one transaction that resolves (and
+ * creates) them first, with set-based statements. Rows
  * merge per (device, ts), the later value of a metric winning, also against stored rows;
  * `latest` only moves forward. A request naming a device that does not exist, for a
  * tenant with auto-creation off, is answered 422 and left out; the others go on.

@@ -1,4 +1,5 @@
 import type { Db } from '../../infra/db.ts';
+import { LATE_SESSIONS_CTES } from '../sessions/late.ts';
 
 /** Epoch microseconds <-> timestamptz, exactly (integer arithmetic on both sides). */
 export const TS_IN = (param: string) => `timestamptz 'epoch' + ${param} * interval '1 microsecond'`;
@@ -64,7 +65,9 @@ export interface WriteRows {
 
 /**
  * Readings and `latest` in one statement (data-modifying CTEs: atomic on its own, so a
- * flush whose devices and metric sets are known is a single round trip and one commit).
+ * flush whose devices and metric sets are known is a single round trip and one commit),
+ * with the rollups' late-data marks and the completed sessions it makes stale (their
+ * re-summary jobs queued in the same statement).
  * A reading that already exists is merged: the new metrics overwrite, the others stay.
  * `latest` only moves forward. Its foreign key to devices also guards against writing
  * to a device deleted since its id was cached (23503). Readings older than the rollup
@@ -91,8 +94,9 @@ export async function writeReadings(db: Db, w: WriteRows) {
         where ${TS_IN('t')} < (select pending from rollup_watermark)
         order by 1, 2
        on conflict (device_id, hour) do update set version = rollup_dirty.version + 1
-     )
-     select 1`,
+     ), ${LATE_SESSIONS_CTES(`select d as device_id, min(${TS_IN('t')}) as lo, max(${TS_IN('t')}) as hi
+                                 from unnest($1::int8[], $2::int8[]) as u(d, t) group by d`)}
+     select (select n from late_jobs)`,
     [w.deviceIds, w.tsUs, w.sets, w.vals, w.latestDevices, w.latestMetrics, w.latestTsUs, w.latestValues],
   );
 }

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { Db } from '../../infra/db.ts';
 import { problem } from '../../http/errors.ts';
-import { SUMMARIZE_TASK } from './jobs.ts';
+import { SUMMARIZE_TASK } from './task-names.ts';
 import * as repo from './repository.ts';
 
 export interface CompletionOptions {

@@ -8,7 +8,9 @@ import * as repo from './repository.ts';
 import { toSession } from './service.ts';
 import type { Session } from './schemas.ts';
 
-export const SUMMARIZE_TASK = 'session.summarize';
+import { SUMMARIZE_TASK } from './task-names.ts';
+
+
 
 const SummarizePayload = Type.Object({ session_id: Type.String({ format: 'uuid' }) });
 
