@@ -10,11 +10,12 @@ import copyStreams from 'pg-copy-streams';
 import { formatUs } from '../src/lib/time.ts';
 import type { LoadResult } from './lib/result.ts';
 
+/** Rows per COPY (one transaction each) unless the caller caps it (smoke runs: short windows). */
 const ROWS_PER_COPY = 50_000;
 
 export async function runCopyCeiling(
   url: string,
-  opts: { durationMs: number; warmupMs: number; connections: number; valuesPerRequest: number; onPhase?: (p: 'measure' | 'stopped') => void },
+  opts: { durationMs: number; warmupMs: number; connections: number; valuesPerRequest: number; rowsPerCopy?: number; onPhase?: (p: 'measure' | 'stopped') => void },
 ): Promise<LoadResult> {
   const setup = new pg.Client({ connectionString: url });
   await setup.connect();
@@ -26,6 +27,7 @@ export async function runCopyCeiling(
   ).rows[0]!.id;
   await setup.end();
 
+  const perCopy = Math.max(1, Math.min(ROWS_PER_COPY, opts.rowsPerCopy ?? ROWS_PER_COPY));
   let nextUs = Date.now() * 1000;
   const start = performance.now();
   const measureFrom = start + opts.warmupMs;
@@ -41,11 +43,11 @@ export async function runCopyCeiling(
     try {
       while (performance.now() < measureTo) {
         const baseUs = nextUs;
-        nextUs += ROWS_PER_COPY;
+        nextUs += perCopy;
         const lines = function* () {
-          for (let i = 0; i < ROWS_PER_COPY; i += 1000) {
+          for (let i = 0; i < perCopy; i += 1000) {
             let chunk = '';
-            for (let j = i; j < i + 1000; j++) {
+            for (let j = i; j < Math.min(i + 1000, perCopy); j++) {
               const d = devices[j % devices.length];
               chunk += `${d}\t${formatUs(baseUs + j)}\t${set}\t{${(j % 97) / 4},${j % 100},${1000 + (j % 13)}}\n`;
             }
@@ -62,7 +64,7 @@ export async function runCopyCeiling(
           opts.onPhase?.('measure');
         }
         if (t0 >= measureFrom && t1 <= measureTo) {
-          rows += ROWS_PER_COPY;
+          rows += perCopy;
           copies++;
           latencies.push((t1 - t0) * 1000);
         }

@@ -315,6 +315,8 @@ async function runScenario(
         warmupMs: opts.warmupMs,
         connections: Math.min(connections, 2),
         valuesPerRequest: valuesPerRequest ?? 1,
+        // smoke runs (1 s windows): COPYs as small as the requests, so some finish inside the window
+        ...(opts.maxPerRequest ? { rowsPerCopy: opts.maxPerRequest } : {}),
         onPhase: (phase) => {
           if (phase === 'measure') database = postmaster ? samplePostgres(postmaster) : null;
           else {
