@@ -783,6 +783,15 @@ describe('bounded memory', () => {
 });
 
 describe('regressions', () => {
+  it('keeps a second BOM as text when the first one was a chunk of its own, before an invalid byte (fast-check counterexample)', async () => {
+    const bytes = Buffer.from([0xef, 0xbb, 0xbf, 0xef, 0xbb, 0xbf, 0x0a, 0x7b, 0x80, 0x00, 0x7b]);
+    for (let cut = 0; cut <= bytes.length; cut++) {
+      const outcome = await run(parseCsv, bytes, [cut], { batchSize: 1, nowUs: 0 });
+      assert.equal(outcome.error?.line, 1, `cut at ${cut}: ${JSON.stringify(outcome.error)}`);
+      assert.match(outcome.error!.detail, /^header must be/);
+    }
+  });
+
   it('drops a BOM split over chunks, before an invalid byte in the same chunk (fast-check counterexample)', async () => {
     const bytes = Buffer.from([0xef, 0xbb, 0xbf, 0x22, 0x74, 0x73, 0x22, 0x80, 0x00]);
     for (let cut = 0; cut <= bytes.length; cut++) {

@@ -74,6 +74,7 @@ export async function* textBlocks(
   let parts: string[] = [];
   let size = 0;
   let pending: Uint8Array = EMPTY; // bytes of an unfinished character the decoder holds
+  let consumed = 0; // bytes decoded so far (pending included)
   let first = true;
   for await (const chunk of source) {
     let text: string;
@@ -87,11 +88,13 @@ export async function* textBlocks(
       try {
         text = decoder.decode(chunk, { stream: true });
       } catch {
-        parts.push(validPrefix(pending, chunk, first));
+        // a BOM is leading only at byte 0: after a chunk that was just a BOM, another is text
+        parts.push(validPrefix(pending, chunk, consumed === pending.length));
         yield parts.join('');
         throw new InvalidUtf8Error(false);
       }
       pending = unfinishedTail(pending, chunk);
+      consumed += chunk.length;
     }
     // "first" lasts until text comes out: a BOM split over chunks is still a leading BOM
     if (text.length === 0) continue;
@@ -126,10 +129,10 @@ function unfinishedTail(previous: Uint8Array, chunk: Uint8Array): Uint8Array {
 }
 
 /** The text of `pending + chunk` up to the first invalid byte (slow path, runs once). */
-function validPrefix(pending: Uint8Array, chunk: Uint8Array, first: boolean): string {
+function validPrefix(pending: Uint8Array, chunk: Uint8Array, atStart: boolean): string {
   const bytes = concat(pending, chunk);
   const bad = firstInvalidUtf8(bytes);
-  return new TextDecoder('utf-8', { ignoreBOM: !first }).decode(bytes.subarray(0, Math.max(bad, 0)));
+  return new TextDecoder('utf-8', { ignoreBOM: !atStart }).decode(bytes.subarray(0, Math.max(bad, 0)));
 }
 
 /** Index of the first byte that makes `bytes` invalid UTF-8 (WHATWG rules), or -1. */
