@@ -13,7 +13,9 @@ import pino from 'pino';
 
 const DEVICES = 100;
 const BASE_MS = Date.UTC(2026, 9, 1);
-const HEAP_MIB = 48;
+const HEAP_MIB = 80;
+// long names make every line longer, so each body is larger than the server's heap
+const DEVICE_PREFIX = 'imported-sensor-with-a-rather-long-name-for-size-';
 
 /** A body generated as it is sent: the test never holds it in memory either. */
 function generated(lines: number, format: 'ndjson' | 'csv', counted: (bytes: number) => void): Readable {
@@ -21,7 +23,7 @@ function generated(lines: number, format: 'ndjson' | 'csv', counted: (bytes: num
     if (format === 'csv') yield 'device,ts,temperature,humidity,pressure\n';
     const chunk: string[] = [];
     for (let i = 0; i < lines; i++) {
-      const device = `imported-device-${i % DEVICES}`;
+      const device = `${DEVICE_PREFIX}${i % DEVICES}`;
       const ts = BASE_MS + Math.floor(i / DEVICES) * 1000;
       chunk.push(
         format === 'csv'
@@ -48,8 +50,8 @@ describe('streaming import (real server process)', () => {
     database = new Database(db.url, config, createMetrics(), pino({ level: 'silent' }));
     key = (await createKey(database.api, 'importer', ['read', 'write'])).key;
     await ensurePartitionsBetween(database.api, BASE_MS * 1000, (BASE_MS + 20 * 86_400_000) * 1000);
-    // The server gets a 48 MiB old-generation heap, smaller than any of the bodies below
-    // (60-90 MB uncompressed, several times that as parsed rows): an import that held its
+    // The server gets a 80 MiB old-generation heap, smaller than any of the bodies below
+    // (85-125 MB uncompressed, several times that as parsed rows): an import that held its
     // body or its rows in memory would die of heap exhaustion instead of answering 200.
     // That checks "constant memory" as behaviour, not as an RSS figure that varies with
     // how V8 sizes its heap on a given machine. No in-process job worker: the rollup job
@@ -92,7 +94,7 @@ describe('streaming import (real server process)', () => {
     assert.ok(bodyBytes > HEAP_MIB * 2 ** 20, `the body (${bodyBytes} bytes) must exceed the server's heap limit`);
     assert.equal(server.child.exitCode, null, 'the server is still running');
     const latest = await db.pool.query(
-      `select l.metric, l.value from latest l join devices d on d.id = l.device_id where d.external_id = 'imported-device-99' order by 1`,
+      `select l.metric, l.value from latest l join devices d on d.id = l.device_id where d.external_id = '${DEVICE_PREFIX}99' order by 1`,
     );
     assert.deepEqual(latest.rows, [
       { metric: 'humidity', value: 99 },
