@@ -12,19 +12,10 @@ import { startWorkerHttp } from '../src/jobs/http.ts';
 import { dropPartitionsOlderThan } from '../src/jobs/maintenance.ts';
 import { startJobRunner, type JobRunner } from '../src/jobs/runner.ts';
 import { bearer, createTestApp, type TestApp } from './helpers/app.ts';
+import { until as waitUntil } from './helpers/wait.ts';
 
 const BIN = new URL('../bin/pulse.mjs', import.meta.url).pathname;
 const log = pino({ level: 'silent' });
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 interface JobRow {
   id: string;
@@ -33,6 +24,8 @@ interface JobRow {
   last_error: string | null;
   locked_by: string | null;
 }
+
+const until = <T>(what: string, fn: () => Promise<T | undefined>) => waitUntil(what, fn, 60_000);
 
 describe('job runner', () => {
   let t: TestApp;

@@ -4,7 +4,7 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Logger, runOnce, type TaskList } from 'graphile-worker';
+import { runOnce, type TaskList } from 'graphile-worker';
 import pino from 'pino';
 import { SMTPServer } from 'smtp-server';
 import type { Config } from '../src/config.ts';
@@ -12,6 +12,7 @@ import { enqueueMail, mailTasks } from '../src/infra/mail.ts';
 import { createMetrics } from '../src/infra/metrics.ts';
 import { reportTasks } from '../src/modules/reports/jobs.ts';
 import { bearer, createTestApp, type TestApp } from './helpers/app.ts';
+import { quietGraphileLogger, settleJobs } from './helpers/wait.ts';
 
 interface Delivered {
   from: string;
@@ -64,20 +65,8 @@ function parse(raw: string) {
   return { headers, body: body.replace(/\r\n/g, '\n') };
 }
 
-const quiet = new Logger(() => () => {});
+const quiet = quietGraphileLogger;
 
-/**
- * graphile-worker's runOnce can resolve before its last "job complete" statement has
- * committed (the worker does not await it): wait until no job is locked any more.
- */
-async function settle(pool: { query: (sql: string) => Promise<{ rows: { n: number }[] }> }) {
-  for (let i = 0; i < 500; i++) {
-    const { rows } = await pool.query('select count(*)::int as n from graphile_worker.jobs where locked_at is not null');
-    if (rows[0]!.n === 0) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error('jobs are still locked after runOnce');
-}
 const silent = pino({ level: 'silent' });
 
 describe('e-mail', () => {
@@ -101,7 +90,7 @@ describe('e-mail', () => {
   };
   const run = async (taskList: TaskList) => {
     await runOnce({ connectionString: t.db.url, taskList, logger: quiet, concurrency: 1 });
-    await settle(t.db.pool);
+    await settleJobs(t.db.pool);
   };
   const mailJobs = async () =>
     (

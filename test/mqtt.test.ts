@@ -1,26 +1,17 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import mqtt, { type MqttClient, type Packet } from 'mqtt';
 import pg from 'pg';
 import { bearer, createTestApp, type TestApp } from './helpers/app.ts';
 import { requireService } from './helpers/services.ts';
+import { until as waitUntil } from './helpers/wait.ts';
 
 const HOST = '127.0.0.1';
 const PORT = 1883;
 const URL = `mqtt://${HOST}:${PORT}`;
 
-/** Polls `probe` until it returns something other than undefined, or fails after `ms`. */
-async function until<T>(what: string, probe: () => Promise<T | undefined>, ms = 15_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
-}
+const until = <T>(what: string, fn: () => Promise<T | undefined>) => waitUntil(what, fn, 15_000, 25);
 
 describe('MQTT bridge', { skip: await requireService('Mosquitto (MQTT broker)', HOST, PORT) }, () => {
   const prefix = `pulse-test-${randomBytes(4).toString('hex')}`;

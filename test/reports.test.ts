@@ -4,28 +4,17 @@ import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { Logger, makeWorkerUtils, runOnce, type TaskList } from 'graphile-worker';
+import { makeWorkerUtils, runOnce, type TaskList } from 'graphile-worker';
 import pino from 'pino';
 import type { Config } from '../src/config.ts';
 import { createMetrics } from '../src/infra/metrics.ts';
 import { reportTasks } from '../src/modules/reports/jobs.ts';
 import { acceptsGzip } from '../src/modules/reports/routes.ts';
 import { bearer, createTestApp, type TestApp } from './helpers/app.ts';
+import { quietGraphileLogger, settleJobs } from './helpers/wait.ts';
 
-const quiet = new Logger(() => () => {});
+const quiet = quietGraphileLogger;
 
-/**
- * graphile-worker's runOnce can resolve before its last "job complete" statement has
- * committed (the worker does not await it): wait until no job is locked any more.
- */
-async function settle(pool: { query: (sql: string) => Promise<{ rows: { n: number }[] }> }) {
-  for (let i = 0; i < 500; i++) {
-    const { rows } = await pool.query('select count(*)::int as n from graphile_worker.jobs where locked_at is not null');
-    if (rows[0]!.n === 0) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error('jobs are still locked after runOnce');
-}
 const BASE = Date.UTC(2025, 0, 10);
 const MIN = 60_000;
 const HOUR = 3_600_000;
@@ -128,7 +117,7 @@ describe('reports', () => {
 
   const runJobs = async (taskList = tasks) => {
     await runOnce({ connectionString: t.db.url, taskList, logger: quiet, concurrency: 1 });
-    await settle(t.db.pool);
+    await settleJobs(t.db.pool);
   };
   const get = (url: string, headers: Record<string, string> = {}, k = key) => t.app.inject({ method: 'GET', url, headers: { ...bearer(k), ...headers } });
   const create = (body: object, k = key) => t.app.inject({ method: 'POST', url: '/v1/reports', headers: bearer(k), payload: body });

@@ -9,17 +9,7 @@ import pino from 'pino';
 import { createMetrics } from '../src/infra/metrics.ts';
 import { startJobRunner, type JobRunner } from '../src/jobs/runner.ts';
 import { bearer, createTestApp, type TestApp } from './helpers/app.ts';
-
-/** Polls until `fn` returns a value (not undefined); a generous bound, not a timing assertion. */
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+import { until } from './helpers/wait.ts';
 
 describe('a completed session notifies (webhook session.completed, e-mail)', () => {
   let t: TestApp;

@@ -3,11 +3,12 @@ import assert from 'node:assert/strict';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Logger, makeWorkerUtils, runOnce, type TaskList } from 'graphile-worker';
+import { makeWorkerUtils, runOnce, type TaskList } from 'graphile-worker';
 import pino from 'pino';
 import { createMetrics } from '../src/infra/metrics.ts';
 import { webhookTasks } from '../src/modules/webhooks/jobs.ts';
 import { bearer, createTestApp, type TestApp } from './helpers/app.ts';
+import { quietGraphileLogger, settleJobs } from './helpers/wait.ts';
 
 interface Received {
   url: string;
@@ -48,20 +49,8 @@ function verify(secret: string, headers: IncomingHttpHeaders, body: string): boo
   return got.length === expected.length && timingSafeEqual(got, expected);
 }
 
-const quiet = new Logger(() => () => {});
+const quiet = quietGraphileLogger;
 
-/**
- * graphile-worker's runOnce can resolve before its last "job complete" statement has
- * committed (the worker does not await it): wait until no job is locked any more.
- */
-async function settle(pool: { query: (sql: string) => Promise<{ rows: { n: number }[] }> }) {
-  for (let i = 0; i < 500; i++) {
-    const { rows } = await pool.query('select count(*)::int as n from graphile_worker.jobs where locked_at is not null');
-    if (rows[0]!.n === 0) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error('jobs are still locked after runOnce');
-}
 
 describe('webhooks', () => {
   let t: TestApp;
@@ -79,7 +68,7 @@ describe('webhooks', () => {
 
   const runJobs = async () => {
     await runOnce({ connectionString: t.db.url, taskList: tasks, logger: quiet, concurrency: 1 });
-    await settle(t.db.pool);
+    await settleJobs(t.db.pool);
   };
   const post = (url: string, payload: unknown, key: string) => t.app.inject({ method: 'POST', url, headers: bearer(key), payload: payload as object });
   const deliveries = async (tenant?: string) =>
