@@ -2,22 +2,14 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { bearer, createTestApp, withoutAsOf, type TestApp } from './helpers/app.ts';
+import type { StatsBucket } from './helpers/stats.ts';
 
 /** One reading of the range endpoint: a device's values at one timestamp. */
 interface Item {
   ts: string;
   metrics: Record<string, number>;
 }
-interface Bucket {
-  ts: string;
-  count: number;
-  min: number;
-  max: number;
-  avg: number;
-  sum: number;
-  first: number;
-  last: number;
-}
+type Bucket = StatsBucket;
 
 const BUCKET_MS = { '1m': 60_000, '1h': 3_600_000, '1d': 86_400_000 } as const;
 type BucketName = keyof typeof BUCKET_MS;
