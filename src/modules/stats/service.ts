@@ -50,14 +50,23 @@ const toBucket = (r: repo.StatsRow) => ({
  * With rollups disabled, everything is read raw.
  */
 export class StatsService {
-  private watermark = { us: null as number | null, at: -Infinity };
+  // the read in flight: concurrent requests after expiry share one query instead of each running it
+  private watermark = { us: Promise.resolve(null) as Promise<number | null>, at: -Infinity };
 
   constructor(private readonly rollupsEnabled: boolean) {}
 
   private async done(db: Db): Promise<number | null> {
     if (!this.rollupsEnabled) return null;
     const now = performance.now();
-    if (now - this.watermark.at > WATERMARK_TTL_MS) this.watermark = { us: await readDone(db), at: now };
+    if (now - this.watermark.at > WATERMARK_TTL_MS) {
+      const previous = this.watermark;
+      // a failed read is not kept: the next request reads again
+      const us = readDone(db).catch((err: unknown) => {
+        if (this.watermark.us === us) this.watermark = previous;
+        throw err;
+      });
+      this.watermark = { us, at: now };
+    }
     return this.watermark.us;
   }
 
