@@ -85,9 +85,11 @@ async function stopChild(child: ChildProcess) {
 }
 
 const TSX = ['--import', 'tsx'];
+/** PULSE_BENCH_PROFILE=<dir>: pulse and the ceiling write a V8 CPU profile there when they stop. */
+const profileArgs = () => (process.env.PULSE_BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PULSE_BENCH_PROFILE}`] : []);
 
 export async function startCeiling(port: number): Promise<RunningSystem> {
-  const child = spawn(process.execPath, [...TSX, 'bench/lib/ceiling.ts', '--port', String(port)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...profileArgs(), ...TSX, 'bench/lib/ceiling.ts', '--port', String(port)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   await waitForLine(child, /listening \d+/, 'ceiling');
   return { name: 'ceiling', kind: 'ceiling', port, pid: child.pid!, queries: async () => 0, stop: () => stopChild(child) };
 }
@@ -124,7 +126,7 @@ export async function startPulse(
   workers: number,
   env: Record<string, string>,
 ): Promise<RunningSystem> {
-  const child = spawn(process.execPath, ['bin/pulse.mjs', 'serve', '--workers', String(workers)], {
+  const child = spawn(process.execPath, [...profileArgs(), 'bin/pulse.mjs', 'serve', '--workers', String(workers)], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), LOG_LEVEL: 'warn', MIGRATE_ON_START: 'false', ...env },
