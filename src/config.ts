@@ -67,6 +67,7 @@ export const ConfigSchema = Type.Object({
   SHUTDOWN_GRACE_MS: Int(10_000, 0, 600_000, 'On SIGTERM, in-flight requests get this long before the process exits.'),
   CACHE_ENABLED: Bool(true, 'Cache reads (L1 memory; plus L2 Redis with REDIS_URL). false bypasses the cache entirely (the benchmark’s ablation).'),
   CACHE_L1_MAX_BYTES: Int(64 * 1024 * 1024, 1024 * 1024, 64 * 1024 * 1024 * 1024, 'Bytes of serialized entries the in-process L1 cache holds (least recently used evicted beyond).'),
+  CACHE_COMPRESSED_MAX_BYTES: Int(16 * 1024 * 1024, 0, 64 * 1024 * 1024 * 1024, 'Bytes of compressed (br, gzip) forms of cached answers kept in memory, so a cache hit is not compressed again. 0: compress every time.'),
   CACHE_STATIC_TTL_MS: Int(300_000, 100, 86_400_000, 'Cache lifetime of device records and device lists (changes evict them at once).'),
   CACHE_DYNAMIC_TTL_MS: Int(30_000, 100, 3_600_000, 'Cache lifetime of latest values and dashboard answers (writes evict them; see Caching).'),
   CACHE_GRACE_MS: Int(21_600_000, 0, 604_800_000, 'An expired or evicted entry is kept this long, to be served (marked stale) only when the database fails. 0: never serve stale.'),

@@ -124,6 +124,32 @@ describe('cache (L1 only)', () => {
     assert.equal(tiny.headers['content-encoding'], undefined);
     assert.equal(tiny.json().id, 'cmp-1');
   });
+
+  it('compresses a cached answer once per change: hits send the same bytes, with one ETag for every encoding', async () => {
+    await write(Array.from({ length: 40 }, (_, i) => ({ device: `once-${i}`, metrics: { temperature: 20 + i, humidity: 40 } })));
+    const url = '/v1/readings/latest?status=any&limit=50';
+    const plain = await get(url);
+    const br1 = await get(url, { 'accept-encoding': 'gzip;q=0.5, br' });
+    const br2 = await get(url, { 'accept-encoding': 'br' });
+    assert.equal(cacheTier(br2), 'l1');
+    assert.equal(br2.headers['content-encoding'], 'br');
+    assert.ok(br2.rawPayload.equals(br1.rawPayload));
+    assert.equal(br2.headers.vary, 'accept-encoding');
+    assert.equal(br2.headers.etag, plain.headers.etag);
+    // q-values and the aliases @fastify/compress also reads: x-gzip and * mean gzip
+    assert.equal((await get(url, { 'accept-encoding': 'br;q=0, gzip' })).headers['content-encoding'], 'gzip');
+    assert.equal((await get(url, { 'accept-encoding': 'x-gzip' })).headers['content-encoding'], 'gzip');
+    assert.equal((await get(url, { 'accept-encoding': '*' })).headers['content-encoding'], 'gzip');
+    const metrics = (await t.app.inject({ url: '/metrics' })).body;
+    assert.ok(Number(/^pulse_cache_compressed_bytes (\d+)/m.exec(metrics)![1]) > 0);
+    // a write changes the answer: a new body, a new ETag, compressed again
+    await write([{ device: 'once-0', metrics: { temperature: 99 } }]);
+    const changed = await get(url, { 'accept-encoding': 'br', 'if-none-match': String(plain.headers.etag) });
+    assert.equal(changed.statusCode, 200);
+    assert.notEqual(changed.headers.etag, plain.headers.etag);
+    const body = JSON.parse(brotliDecompressSync(changed.rawPayload).toString());
+    assert.equal(body.items.find((i: { device: string }) => i.device === 'once-0').metrics.temperature.value, 99);
+  });
 });
 
 describe('cache stampede', () => {

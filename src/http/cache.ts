@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto';
 import fp from 'fastify-plugin';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { PulseCache, RequestCache } from '../infra/cache.ts';
+import { EncodedBodies, etagMatches, etagOf, type Rendered } from './rendered.ts';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -12,29 +12,39 @@ declare module 'fastify' {
     /** The cache for this request; its lookups feed Server-Timing `cache` and `X-Cache-Stale`. */
     cache: RequestCache;
   }
+  interface FastifyReply {
+    /** Sends a rendered answer (200, or 304 when If-None-Match names it), compressed once per change. */
+    sendRendered(r: Rendered): FastifyReply;
+  }
 }
 
-/** Whether an If-None-Match header names `etag` (weak comparison, RFC 9110 §13.1.2). */
-export function etagMatches(header: string, etag: string): boolean {
-  if (header.trim() === '*') return true;
-  const opaque = etag.replace(/^W\//, '');
-  return header.split(',').some((t) => t.trim().replace(/^W\//, '') === opaque);
+/** Compression of rendered answers: the same threshold and quality as @fastify/compress's (src/app.ts). */
+export const COMPRESS_THRESHOLD_BYTES = 1024;
+export const BROTLI_QUALITY = 4;
+
+// API answers depend on the key and change with every write: caches must revalidate
+function privateNoCache(req: FastifyRequest, reply: FastifyReply) {
+  if (req.routeOptions.config && 'scope' in req.routeOptions.config && !reply.hasHeader('cache-control')) {
+    reply.header('cache-control', 'private, no-cache');
+  }
+}
+
+function notModified(reply: FastifyReply) {
+  reply.code(304);
+  reply.removeHeader('content-type');
+  reply.removeHeader('content-length');
 }
 
 function conditional(req: FastifyRequest, reply: FastifyReply, payload: unknown): unknown {
   if (typeof payload !== 'string' && !Buffer.isBuffer(payload)) return payload;
-  // a strong validator of the serialized (uncompressed) body; compression varies by Accept-Encoding
-  const etag = `"${createHash('sha1').update(payload).digest('base64url')}"`;
+  if (reply.hasHeader('etag')) return payload; // rendered: its validator came with it
+  // compression varies by Accept-Encoding: the ETag is over the uncompressed body
+  const etag = etagOf(payload);
   reply.header('etag', etag);
-  // API answers depend on the key and change with every write: caches must revalidate
-  if (req.routeOptions.config && 'scope' in req.routeOptions.config && !reply.hasHeader('cache-control')) {
-    reply.header('cache-control', 'private, no-cache');
-  }
+  privateNoCache(req, reply);
   const inm = req.headers['if-none-match'];
   if (inm && etagMatches(inm, etag)) {
-    reply.code(304);
-    reply.removeHeader('content-type');
-    reply.removeHeader('content-length');
+    notModified(reply);
     return '';
   }
   return payload;
@@ -43,22 +53,48 @@ function conditional(req: FastifyRequest, reply: FastifyReply, payload: unknown)
 /**
  * Creates the cache (and closes it with the app), gives every request a RequestCache, and
  * answers GETs conditionally: ETag + If-None-Match → 304. Registered before compression,
- * so the ETag is computed over the uncompressed body.
+ * so the ETag is computed over the uncompressed body. Rendered (cached) answers carry
+ * their ETag and are compressed here, once per change, which @fastify/compress then
+ * leaves alone (Content-Encoding set).
  */
 export const cachePlugin = fp(
   async (app: FastifyInstance) => {
     const { config, metrics, logger } = app.pulse;
     const cache = new PulseCache(config, metrics, logger);
     await cache.start();
+    const encoded = new EncodedBodies({
+      enabled: config.COMPRESS_RESPONSES,
+      thresholdBytes: COMPRESS_THRESHOLD_BYTES,
+      brotliQuality: BROTLI_QUALITY,
+      maxBytes: config.CACHE_ENABLED ? config.CACHE_COMPRESSED_MAX_BYTES : 0,
+    });
+    metrics.cacheSource.compressedBytes = () => encoded.calculatedSize;
     app.decorate('cache', cache);
     app.decorateRequest('cache', null as unknown as RequestCache);
-    app.addHook('onRequest', async (req) => {
-      req.cache = new RequestCache(cache);
+    app.addHook('onRequest', (req, reply, done) => {
+      req.cache = new RequestCache(cache, (v) => reply.serialize(v) as string);
+      done();
     });
-    app.addHook('onSend', async (req, reply, payload) => {
+    app.decorateReply('sendRendered', function (this: FastifyReply, r: Rendered) {
+      const req = this.request;
+      this.header('etag', r.etag);
+      privateNoCache(req, this);
+      const inm = req.headers['if-none-match'];
+      if (inm && etagMatches(inm, r.etag)) {
+        notModified(this);
+        return this.send();
+      }
+      this.header('content-type', 'application/json; charset=utf-8');
+      if (encoded.compressible(r.body)) this.header('vary', 'accept-encoding');
+      const encoding = encoded.encodingFor(req.headers['accept-encoding'], r.body);
+      if (!encoding) return this.send(r.body);
+      this.header('content-encoding', encoding);
+      return this.send(encoded.get(r, encoding));
+    });
+    app.addHook('onSend', (req, reply, payload, done) => {
       if (req.cache?.stale) reply.header('x-cache-stale', 'true');
-      if ((req.method === 'GET' || req.method === 'HEAD') && reply.statusCode === 200) return conditional(req, reply, payload);
-      return payload;
+      if ((req.method === 'GET' || req.method === 'HEAD') && reply.statusCode === 200) return done(null, conditional(req, reply, payload));
+      done(null, payload);
     });
     app.addHook('onClose', () => cache.close());
   },

@@ -1,4 +1,4 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
+import diagnostics_channel from 'node:diagnostics_channel';
 import { BentoCache, bentostore, errors } from 'bentocache';
 import { memoryDriver } from 'bentocache/drivers/memory';
 import { redisBusDriver, redisDriver } from 'bentocache/drivers/redis';
@@ -7,6 +7,7 @@ import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { Metrics } from './metrics.ts';
+import { renderBody, type Rendered } from '../http/rendered.ts';
 
 /**
  * What is cached. Static kinds change only through the devices API; dynamic kinds change
@@ -21,9 +22,34 @@ export type CacheTier = 'l1' | 'l2' | 'miss';
 export class RequestCache {
   tier: CacheTier | null = null;
   stale = false;
-  constructor(readonly shared: PulseCache) {}
-  get<T>(kind: CacheKind, key: string, load: () => Promise<T | undefined>, tags?: string[]): Promise<Cached<T> | undefined> {
-    return this.shared.get(this, kind, key, load, tags);
+  /** serialize: the route's response serializer (reply.serialize), for rendered(). */
+  constructor(
+    readonly shared: PulseCache,
+    private readonly serialize: (value: unknown) => string,
+  ) {}
+  /**
+   * The answer for `key` as it is sent: the cache holds it serialized (with `present`
+   * applied: `at` is when load() began), so a hit costs no serialization or hashing.
+   * undefined: load() found nothing (not cached).
+   */
+  async rendered<T>(
+    kind: CacheKind,
+    key: string,
+    load: () => Promise<T | undefined>,
+    present: (value: T, at: number) => unknown = (v) => v,
+    tags?: string[],
+  ): Promise<Rendered | undefined> {
+    const hit = await this.shared.get<Rendered>(
+      this,
+      kind,
+      key,
+      async (at) => {
+        const value = await load();
+        return value === undefined ? undefined : renderBody(this.serialize(present(value, at)));
+      },
+      tags,
+    );
+    return hit?.value;
   }
   record(tier: CacheTier, stale: boolean) {
     // several lookups in one request: report the slowest tier
@@ -44,13 +70,31 @@ interface Envelope {
   at: number;
 }
 
-/** The lookup in progress, found by bentocache's events through AsyncLocalStorage. */
-interface Lookup {
-  key: string;
-  tier: CacheTier;
-  graced: boolean;
+/**
+ * What bentocache reports of one getOrSet on its tracing channel: the message is published
+ * when the operation starts and filled in (hit, tier, graced) by the time it resolves.
+ */
+interface OperationMessage {
+  operation: string;
+  hit?: boolean;
+  tier?: 'l1' | 'l2';
+  graced?: boolean;
 }
 
+/**
+ * The message of the getOrSet being called right now. bentocache publishes it synchronously
+ * within the call, so the caller sets `capturing`, calls, and takes the message: exact per
+ * lookup, without AsyncLocalStorage (whose promise hooks tax every request of the process).
+ */
+let capturing: { message: OperationMessage | null } | null = null;
+diagnostics_channel.tracingChannel('bentocache.cache.operation').subscribe({
+  start(message: unknown) {
+    const m = message as OperationMessage;
+    if (capturing && !capturing.message && m.operation === 'getOrSet') capturing.message = m;
+  },
+} as unknown as Parameters<diagnostics_channel.TracingChannel['subscribe']>[0]);
+
+const ENTRY_FORMAT = 'r2';
 const TAG_KEY = '___bc:t:'; // bentocache's key prefix for tag invalidation stamps
 const MAX_MARKS = 100_000;
 const DELETE_CHUNK = 5_000;
@@ -79,7 +123,6 @@ const keys = {
 export class PulseCache {
   private readonly bento: BentoCache<Record<'pulse', ReturnType<typeof bentostore>>> | null = null;
   private readonly redis: Redis | null = null;
-  private readonly lookups = new AsyncLocalStorage<Lookup>();
   /** key or tag → invalidation sequence number, to catch loads that overlap an eviction */
   private readonly invalidatedAt = new Map<string, number>();
   private seq = 0;
@@ -148,7 +191,9 @@ export class PulseCache {
     this.bento = new BentoCache({
       default: 'pulse',
       stores: { pulse: store },
-      prefix: config.CACHE_PREFIX,
+      // entries hold rendered answers (src/http/rendered.ts); the format's version keeps an
+      // instance of another version, sharing the Redis during a rolling deploy, off them
+      prefix: `${config.CACHE_PREFIX}.${ENTRY_FORMAT}`,
       grace: config.CACHE_GRACE_MS > 0 ? config.CACHE_GRACE_MS : false,
       graceBackoff: 5_000,
       timeout: config.CACHE_STALE_TIMEOUT_MS,
@@ -158,13 +203,6 @@ export class PulseCache {
         if (r instanceof Promise) r.catch(() => this.redisFailed());
         return r;
       },
-    });
-    this.bento.on('cache:hit', ({ key, layer, graced }) => {
-      const lookup = this.lookups.getStore();
-      if (lookup && lookup.key === key) {
-        lookup.tier = layer;
-        lookup.graced = graced;
-      }
     });
     // evictions made by other instances: a load of ours overlapping them must not be cached as fresh
     (this.bento as unknown as { on(e: string, cb: (d: { message: { keys: string[]; type: string } }) => void): void }).on(
@@ -196,32 +234,34 @@ export class PulseCache {
    * (not found) caches nothing. When load() fails and an expired entry is at hand, that
    * entry is returned with `use` marked stale; otherwise load's error is thrown.
    */
-  async get<T>(use: RequestCache | null, kind: CacheKind, key: string, load: () => Promise<T | undefined>, tags?: string[]): Promise<Cached<T> | undefined> {
+  async get<T>(use: RequestCache | null, kind: CacheKind, key: string, load: (at: number) => Promise<T | undefined>, tags?: string[]): Promise<Cached<T> | undefined> {
     if (!this.bento) {
       const at = Date.now();
-      const value = await load();
+      const value = await load(at);
       return value === undefined ? undefined : { value, at };
     }
-    const lookup: Lookup = { key, tier: 'miss', graced: false };
     const started = this.seq;
+    const capture: { message: OperationMessage | null } = { message: null };
     let env: Envelope | undefined;
     try {
-      env = await this.lookups.run(lookup, () =>
-        this.bento!.getOrSet<Envelope>({
-          key,
-          ttl: DYNAMIC[kind] ? this.config.CACHE_DYNAMIC_TTL_MS : this.config.CACHE_STATIC_TTL_MS,
-          tags,
-          factory: async (ctx) => {
-            const at = Date.now();
-            const v = await load();
-            if (v === undefined) return ctx.skip() as unknown as Envelope;
-            // evicted while we read: answer with it, but let the next lookup read again
-            if (this.invalidatedSince(started, key, tags)) ctx.setOptions({ ttl: 1 });
-            return { v, at };
-          },
-        }),
-      );
+      capturing = capture;
+      const pending = this.bento.getOrSet<Envelope>({
+        key,
+        ttl: DYNAMIC[kind] ? this.config.CACHE_DYNAMIC_TTL_MS : this.config.CACHE_STATIC_TTL_MS,
+        tags,
+        factory: async (ctx) => {
+          const at = Date.now();
+          const v = await load(at);
+          if (v === undefined) return ctx.skip() as unknown as Envelope;
+          // evicted while we read: answer with it, but let the next lookup read again
+          if (this.invalidatedSince(started, key, tags)) ctx.setOptions({ ttl: 1 });
+          return { v, at };
+        },
+      });
+      capturing = null;
+      env = await pending;
     } catch (err) {
+      capturing = null;
       throw err instanceof errors.E_FACTORY_ERROR ? (err as Error).cause : err;
     }
     if (env === undefined) {
@@ -229,6 +269,8 @@ export class PulseCache {
       use?.record('miss', false);
       return undefined;
     }
+    const m = capture.message;
+    const lookup: { tier: CacheTier; graced: boolean } = { tier: m?.hit && m.tier ? m.tier : 'miss', graced: m?.graced === true };
     let stale = lookup.graced;
     if (lookup.tier === 'miss') this.staleMarks.delete(key);
     else if (stale) this.mark(this.staleMarks, key, env.at);

@@ -9,7 +9,7 @@ export function createMetrics() {
   // filled in by the ingest batcher, read at scrape time
   const ingestBufferSource = { values: () => 0, bytes: () => 0 };
   // filled in by the cache, read at scrape time
-  const cacheSource = { l1Bytes: () => 0, circuitOpen: () => 0 };
+  const cacheSource = { l1Bytes: () => 0, compressedBytes: () => 0, circuitOpen: () => 0 };
   // filled in by a job worker running in this process (queue state is read from the database at scrape time)
   const jobsSource: { snapshot: () => Promise<JobsSnapshot | null> } = { snapshot: async () => null };
   client.collectDefaultMetrics({ register: registry });
@@ -100,6 +100,14 @@ export function createMetrics() {
       registers: [registry],
       collect() {
         this.set(cacheSource.l1Bytes());
+      },
+    }),
+    cacheCompressedBytes: new client.Gauge({
+      name: 'pulse_cache_compressed_bytes',
+      help: 'Bytes of compressed forms of cached answers kept in memory (bounded by CACHE_COMPRESSED_MAX_BYTES)',
+      registers: [registry],
+      collect() {
+        this.set(cacheSource.compressedBytes());
       },
     }),
     cacheRedisErrors: new client.Counter({

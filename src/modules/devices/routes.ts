@@ -20,7 +20,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox = async (app) => {
       config: { scope: 'read' },
       schema: { tags: ['devices'], summary: 'List devices (keyset pages by id)', querystring: ListDevicesQuery, response: { 200: DeviceList, ...problemResponses } },
     },
-    async (req) => service.listDevices(req.db, req.cache, req.auth.tenant_id, req.query),
+    async (req, reply) => reply.sendRendered(await service.listDevices(req.db, req.cache, req.auth.tenant_id, req.query)),
   );
 
   app.get(
@@ -29,7 +29,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox = async (app) => {
       config: { scope: 'read' },
       schema: { tags: ['devices'], summary: 'Get a device', params: DeviceParams, response: { 200: Device, ...problemResponses } },
     },
-    async (req) => service.getDevice(req.db, req.cache, req.auth.tenant_id, req.params.device),
+    async (req, reply) => reply.sendRendered(await service.getDevice(req.db, req.cache, req.auth.tenant_id, req.params.device)),
   );
 
   app.patch(

@@ -1,4 +1,5 @@
 import type { RequestCache } from '../../infra/cache.ts';
+import type { Rendered } from '../../http/rendered.ts';
 import type { Db } from '../../infra/db.ts';
 import { problem } from '../../http/errors.ts';
 import { decodeCursor, encodeCursor } from '../../lib/cursor.ts';
@@ -47,20 +48,21 @@ export async function createDevice(db: Db, cache: RequestCache, tenantId: number
   return created;
 }
 
-export async function getDevice(db: Db, cache: RequestCache, tenantId: number, externalId: string): Promise<Device> {
-  const hit = await cache.get('device', cache.shared.keys.device(tenantId, externalId), async () => {
+/** The device, rendered (cached serialized: src/http/rendered.ts). */
+export async function getDevice(db: Db, cache: RequestCache, tenantId: number, externalId: string): Promise<Rendered> {
+  const rendered = await cache.rendered('device', cache.shared.keys.device(tenantId, externalId), async () => {
     const row = await repo.findDevice(db, tenantId, externalId);
     return row && toDevice(row);
   });
   // another tenant's device is indistinguishable from a missing one
-  if (!hit) throw problem('not-found', `No device '${externalId}'.`);
-  return hit.value;
+  if (!rendered) throw problem('not-found', `No device '${externalId}'.`);
+  return rendered;
 }
 
 export async function listDevices(db: Db, cache: RequestCache, tenantId: number, q: ListDevicesQuery) {
   const after = q.cursor ? decodeCursor(q.cursor, ['string'] as const)[0] : null;
   const status = q.status ?? null;
-  const hit = await cache.get(
+  const rendered = await cache.rendered(
     'devices',
     cache.shared.keys.devices(tenantId, status, q.limit, after),
     async () => {
@@ -71,9 +73,10 @@ export async function listDevices(db: Db, cache: RequestCache, tenantId: number,
         next_cursor: rows.length === q.limit && last ? encodeCursor([last.external_id]) : null,
       };
     },
+    undefined,
     [cache.shared.keys.devicesTag(tenantId)],
   );
-  return hit!.value;
+  return rendered!;
 }
 
 export async function patchDevice(db: Db, cache: RequestCache, tenantId: number, externalId: string, body: PatchDeviceBody): Promise<Device> {

@@ -18,7 +18,7 @@ export const readingQueryRoutes: FastifyPluginAsyncTypebox = async (app) => {
       config: { scope: 'read' },
       schema: { tags: ['readings'], summary: 'Latest value of every metric of a device', params: DeviceParams, response: { 200: LatestOfDevice, ...problemResponses } },
     },
-    async (req) => service.latestOfDevice(req.db, req.cache, req.auth.tenant_id, req.params.device),
+    async (req, reply) => reply.sendRendered(await service.latestOfDevice(req.db, req.cache, req.auth.tenant_id, req.params.device)),
   );
 
   app.get(
@@ -45,6 +45,6 @@ export const readingQueryRoutes: FastifyPluginAsyncTypebox = async (app) => {
       config: { scope: 'read' },
       schema: { tags: ['readings'], summary: 'Dashboard: devices with the newest readings and their latest values', querystring: DashboardQuery, response: { 200: Dashboard, ...problemResponses } },
     },
-    async (req) => service.dashboard(req.db, req.cache, req.auth.tenant_id, req.query),
+    async (req, reply) => reply.sendRendered(await service.dashboard(req.db, req.cache, req.auth.tenant_id, req.query)),
   );
 };

@@ -26,17 +26,24 @@ function notFound(device: string) {
 
 // Latest values and dashboards are cached (dynamic kind: CACHE_DYNAMIC_TTL_MS) and evicted
 // by the writes that change them; `as_of` is when the answer was read from the database.
+// Both are returned rendered (serialized once, when read: src/http/rendered.ts).
+const asOf = <T extends object>(value: T, at: number) => ({ ...value, as_of: new Date(at).toISOString() });
 
 export async function latestOfDevice(db: Db, cache: RequestCache, tenantId: number, device: string) {
-  const hit = await cache.get('latest', cache.shared.keys.latest(tenantId, device), async () => {
-    const rows = await repo.latestOfDevice(db, tenantId, device);
-    if (!rows.length) return undefined;
-    const metrics: Record<string, { ts: string; value: number }> = {};
-    for (const r of rows) if (r.metric !== null) metrics[r.metric] = { ts: formatUs(r.ts_us!), value: r.value! };
-    return { device, metrics };
-  });
-  if (!hit) throw notFound(device);
-  return { ...hit.value, as_of: new Date(hit.at).toISOString() };
+  const rendered = await cache.rendered(
+    'latest',
+    cache.shared.keys.latest(tenantId, device),
+    async () => {
+      const rows = await repo.latestOfDevice(db, tenantId, device);
+      if (!rows.length) return undefined;
+      const metrics: Record<string, { ts: string; value: number }> = {};
+      for (const r of rows) if (r.metric !== null) metrics[r.metric] = { ts: formatUs(r.ts_us!), value: r.value! };
+      return { device, metrics };
+    },
+    asOf,
+  );
+  if (!rendered) throw notFound(device);
+  return rendered;
 }
 
 /** How far back the first, narrow attempt at a range page looks (see rangeOfDevice). */
@@ -97,8 +104,8 @@ export async function dashboard(db: Db, cache: RequestCache, tenantId: number, q
   if (sinceUs === null || sinceUs > MAX_SINCE_US) throw problem('validation', '`since` must be a duration such as 15m, 6h or 1d, at most 366d.');
   const status = q.status === 'any' ? null : (q.status ?? 'active');
   const key = cache.shared.keys.dashboard(tenantId, status, q.since, q.limit);
-  const hit = await cache.get('dashboard', key, () => readDashboard(db, tenantId, status, sinceUs, q.limit), [cache.shared.keys.dashboardTag(tenantId)]);
-  return { ...hit!.value, as_of: new Date(hit!.at).toISOString() };
+  const rendered = await cache.rendered('dashboard', key, () => readDashboard(db, tenantId, status, sinceUs, q.limit), asOf, [cache.shared.keys.dashboardTag(tenantId)]);
+  return rendered!;
 }
 
 async function readDashboard(db: Db, tenantId: number, status: string | null, sinceUs: number, limit: number) {
