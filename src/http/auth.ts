@@ -32,6 +32,12 @@ class KeyCache {
     private readonly ttlMs: number,
   ) {}
 
+  /** The identity of a key verified within the TTL, without I/O; undefined: ask resolve(). */
+  remembered(key: string): KeyIdentity | undefined {
+    const hit = this.entries.get(hashKey(key).toString('base64'));
+    return hit && hit.expires > Date.now() ? hit.identity : undefined;
+  }
+
   async resolve(key: string): Promise<KeyIdentity | undefined> {
     const hash = hashKey(key);
     const id = hash.toString('base64');
@@ -70,17 +76,23 @@ export const authPlugin = fp(
     const cache = new KeyCache(opts.db, opts.ttlMs);
     app.decorate('forgetKey', (hash: Buffer) => cache.forget(hash));
     app.decorateRequest('auth', null as unknown as KeyIdentity);
-    app.addHook('onRequest', async (req) => {
-      const scope = req.routeOptions.config.scope;
-      if (!scope) return; // public route (404 handler, docs)
-      const key = bearer(req);
-      if (!key) throw problem('unauthorized', 'Send an API key as `Authorization: Bearer <key>`.');
-      const identity = await cache.resolve(key);
-      if (!identity) throw problem('unauthorized', 'The API key is unknown or revoked.');
+    /** The refusal for this identity and scope, or none (and req.auth set). */
+    const admit = (req: FastifyRequest, scope: Scope, identity: KeyIdentity | undefined): Error | undefined => {
+      if (!identity) return problem('unauthorized', 'The API key is unknown or revoked.');
       if (!identity.scopes.includes(scope) && !identity.scopes.includes('admin')) {
-        throw problem('forbidden', `This operation needs the '${scope}' scope.`);
+        return problem('forbidden', `This operation needs the '${scope}' scope.`);
       }
       req.auth = identity;
+    };
+    // a callback hook: a remembered key (nearly every request) costs no promise
+    app.addHook('onRequest', (req, _reply, done) => {
+      const scope = req.routeOptions.config.scope;
+      if (!scope) return done(); // public route (404 handler, docs)
+      const key = bearer(req);
+      if (!key) return done(problem('unauthorized', 'Send an API key as `Authorization: Bearer <key>`.'));
+      const known = cache.remembered(key);
+      if (known) return done(admit(req, scope, known));
+      cache.resolve(key).then((identity) => done(admit(req, scope, identity)), done);
     });
   },
   { name: 'pulse-auth' },

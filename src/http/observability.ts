@@ -22,12 +22,14 @@ export const observabilityPlugin = fp(
     app.decorateRequest('timing', null as unknown as QueryTiming);
     app.decorateRequest('db', null as unknown as Db);
     app.decorateRequest('startedAt', 0);
-    app.addHook('onRequest', async (req) => {
+    // callback hooks: an async hook costs a promise per request, on every request
+    app.addHook('onRequest', (req, _reply, done) => {
       req.startedAt = performance.now();
       req.timing = { dbMs: 0, queries: 0 };
       req.db = database.api.timed(req.timing);
+      done();
     });
-    app.addHook('onSend', async (req, reply, payload) => {
+    app.addHook('onSend', (req, reply, payload, done) => {
       const total = performance.now() - req.startedAt;
       // cache: the tier that answered this request's lookups (pulse-cache), when it made any
       const tier = req.cache?.tier;
@@ -36,13 +38,14 @@ export const observabilityPlugin = fp(
         `db;dur=${req.timing.dbMs.toFixed(2)};desc="${req.timing.queries} queries", ${tier ? `cache;desc=${tier}, ` : ''}total;dur=${total.toFixed(2)}`,
       );
       reply.header('x-request-id', req.id);
-      return payload;
+      done(null, payload);
     });
-    app.addHook('onResponse', async (req, reply) => {
+    app.addHook('onResponse', (req, reply, done) => {
       metrics.httpRequests.observe(
         { route: req.routeOptions.url ?? 'unmatched', method: req.method, status: String(reply.statusCode) },
         (performance.now() - req.startedAt) / 1000,
       );
+      done();
     });
   },
   { name: 'pulse-observability', dependencies: [] },
