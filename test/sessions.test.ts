@@ -271,4 +271,30 @@ describe('session completions: bounded group commit', () => {
     const jobs = await t.db.pool.query(`select count(*)::int as n from graphile_worker.jobs where task_identifier = 'session.summarize'`);
     assert.equal(jobs.rows[0].n, 1);
   });
+  it('a flush whose job cannot be added answers 503 problem+json and changes nothing: one statement, atomic', async () => {
+    const key = await t.key('atomic');
+    const h = bearer(key);
+    await t.app.inject({ method: 'POST', url: '/v1/devices', headers: h, payload: { id: 'atomic-1' } });
+    const s = (await t.app.inject({ method: 'POST', url: '/v1/devices/atomic-1/sessions', headers: h })).json();
+    // the job insert fails after the session's update in the same statement
+    await t.db.pool.query(`create function test_no_jobs() returns trigger language plpgsql as $$ begin raise exception 'no jobs today'; end $$`);
+    await t.db.pool.query(`create trigger test_no_jobs before insert on graphile_worker._private_jobs for each row execute function test_no_jobs()`);
+    try {
+      const res = await t.app.inject({ method: 'POST', url: `/v1/sessions/${s.id}/complete`, headers: h });
+      assert.equal(res.statusCode, 503);
+      assert.match(String(res.headers['content-type']), /application\/problem\+json/);
+      assert.equal(res.headers['retry-after'], '1');
+    } finally {
+      await t.db.pool.query('drop trigger test_no_jobs on graphile_worker._private_jobs');
+      await t.db.pool.query('drop function test_no_jobs()');
+    }
+    const after = await t.app.inject({ method: 'GET', url: `/v1/sessions/${s.id}`, headers: h });
+    assert.equal(after.json().status, 'open', 'the update rolled back with the failed job insert');
+    const jobs = await t.db.pool.query(`select count(*)::int as n from graphile_worker.jobs where key = $1`, [`session.summarize:${s.id}`]);
+    assert.equal(jobs.rows[0].n, 0);
+    // and the retry the 503 asks for succeeds
+    const retried = await t.app.inject({ method: 'POST', url: `/v1/sessions/${s.id}/complete`, headers: h });
+    assert.equal(retried.statusCode, 202, retried.body);
+    assert.equal(retried.json().status, 'completing');
+  });
 });

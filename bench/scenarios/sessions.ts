@@ -8,6 +8,7 @@
 import pg from 'pg';
 import { createKey } from '../../src/modules/keys/service.ts';
 import type { Database } from '../../src/infra/db.ts';
+import { SUMMARIZE_BATCH_TASK, SUMMARIZE_TASK } from '../../src/modules/sessions/task-names.ts';
 
 export const SESSION_TENANT = 'bench-sessions';
 const READINGS_PER_SESSION = 10;
@@ -56,7 +57,8 @@ export async function openSessions(url: string): Promise<void> {
   await withClient(url, async (c) => {
     await c.query(
       `delete from graphile_worker._private_jobs j using graphile_worker._private_tasks t
-        where t.id = j.task_id and t.identifier = 'session.summarize' and j.locked_at is null`,
+        where t.id = j.task_id and t.identifier = any($1::text[]) and j.locked_at is null`,
+      [[SUMMARIZE_TASK, SUMMARIZE_BATCH_TASK]],
     );
     await c.query(`delete from sessions where tenant_id = (select id from tenants where name = $1)`, [SESSION_TENANT]);
     await c.query(

@@ -39,6 +39,22 @@ export async function enqueueMail(db: Db, message: MailMessage): Promise<string>
   return enqueue(db, MAIL_TASK, message, { maxAttempts: MAIL_MAX_ATTEMPTS });
 }
 
+/** enqueueMail for many messages in one statement (one add_jobs call). */
+export async function enqueueMails(db: Db, messages: MailMessage[]): Promise<number> {
+  if (!messages.length) return 0;
+  for (const m of messages) {
+    if (!Value.Check(MailMessage, m)) throw new Error(`invalid mail message: ${[...Value.Errors(MailMessage, m)][0]?.message}`);
+  }
+  const rows = await db.query<{ n: number }>(
+    'mail.enqueue_many',
+    `select count(*)::int as n from graphile_worker.add_jobs(array(
+       select row($1::text, u.m, null, null, $2::smallint, null, null, null)::graphile_worker.job_spec
+         from unnest($3::json[]) as u(m)))`,
+    [MAIL_TASK, MAIL_MAX_ATTEMPTS, messages.map((m) => JSON.stringify(m))],
+  );
+  return rows[0]!.n;
+}
+
 export interface Mailer {
   /** 'sent' when the SMTP server accepted it, 'written' when it went to MAIL_DIR. */
   send(message: MailMessage): Promise<'sent' | 'written'>;

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { Db } from '../../infra/db.ts';
 import { problem } from '../../http/errors.ts';
-import { SUMMARIZE_TASK } from './task-names.ts';
+import { SUMMARIZE_BATCH_TASK, SUMMARIZE_TASK } from './task-names.ts';
 import * as repo from './repository.ts';
 
 export interface CompletionOptions {
@@ -22,9 +22,9 @@ interface Pending {
 
 /**
  * Group commit for session completions (the ingest batcher's pattern, smaller): the
- * completions waiting while a flush is in flight are committed together in one
- * transaction of three statements, whatever their number — move the open ones to
- * 'completing', add their summary jobs (one add_jobs), read back every asked-for session.
+ * completions waiting while a flush is in flight are committed together by ONE statement,
+ * whatever their number — it moves the open ones to 'completing', adds one summary job
+ * for all it moved (repository.completeSessions) and returns every asked-for session.
  * A job exists exactly when its completion commits; a session already completing or
  * completed gets no second job, so a repeated completion is answered the same.
  */
@@ -69,21 +69,36 @@ export class CompletionBatcher {
   }
 
   private async commit(batch: Pending[]) {
-    const tenantIds = batch.map((p) => p.tenantId);
-    const ids = batch.map((p) => p.id);
+    const tasks = { single: SUMMARIZE_TASK, batch: SUMMARIZE_BATCH_TASK, maxAttempts: this.opts.maxAttempts };
+    let rows: (repo.SessionRow & { tenant_id: number })[];
     try {
-      const rows = await this.db.tx(async (tx) => {
-        const moved = await repo.completeSessions(tx, tenantIds, ids);
-        if (moved.length) await repo.enqueueSummaries(tx, moved.map((m) => m.id), SUMMARIZE_TASK, this.opts.maxAttempts);
-        return repo.findSessions(tx, tenantIds, ids);
-      });
-      const byKey = new Map(rows.map((r) => [`${r.tenant_id}:${r.id}`, r]));
-      for (const p of batch) p.resolve(byKey.get(`${p.tenantId}:${p.id}`));
+      rows = await repo.completeSessions(this.db, batch.map((p) => p.tenantId), batch.map((p) => p.id), tasks);
     } catch (err) {
       this.log.error({ err, completions: batch.length }, 'session completion flush failed; its requests were answered 503');
       const p503 = problem('unavailable', 'The completion could not be committed; nothing was changed. Retry.', {}, { cause: err, retryAfterS: 1 });
       for (const p of batch) p.reject(p503);
+      return;
     }
+    const keyOf = (tenantId: number, id: string) => `${tenantId}:${id}`;
+    const byKey = new Map(rows.map((r) => [keyOf(r.tenant_id, r.id), r]));
+    // still open: completed by a flush of another process that committed after the
+    // statement's snapshot; a new statement sees it as it is now
+    const raced = rows.filter((r) => r.status === 'open');
+    let unanswered = new Set<string>();
+    if (raced.length) {
+      for (const r of raced) byKey.delete(keyOf(r.tenant_id, r.id));
+      try {
+        const fresh = await repo.findSessions(this.db, raced.map((r) => r.tenant_id), raced.map((r) => r.id));
+        for (const r of fresh) byKey.set(keyOf(r.tenant_id, r.id), r);
+      } catch (err) {
+        // the flush itself committed; only these answers are missing, and a repeat is idempotent
+        this.log.error({ err, completions: raced.length }, 'reading concurrently completed sessions failed; their requests were answered 503');
+        unanswered = new Set(raced.map((r) => keyOf(r.tenant_id, r.id)));
+        const p503 = problem('unavailable', 'The session changed meanwhile and could not be read again. Retry.', {}, { cause: err, retryAfterS: 1 });
+        for (const p of batch) if (unanswered.has(keyOf(p.tenantId, p.id))) p.reject(p503);
+      }
+    }
+    for (const p of batch) if (!unanswered.has(keyOf(p.tenantId, p.id))) p.resolve(byKey.get(keyOf(p.tenantId, p.id)));
   }
 
   /** Stops accepting and waits for what is queued to commit. */

@@ -2,23 +2,52 @@ import type { TaskList } from 'graphile-worker';
 import { Type } from 'typebox';
 import { Value } from 'typebox/value';
 import type { JobDeps } from '../../jobs/tasks.ts';
-import { enqueueMail } from '../../infra/mail.ts';
-import { emitEvent } from '../webhooks/service.ts';
+import type { Db } from '../../infra/db.ts';
+import { enqueueMails } from '../../infra/mail.ts';
+import { emitEvents } from '../webhooks/service.ts';
 import * as repo from './repository.ts';
 import { toSession } from './service.ts';
 import type { Session } from './schemas.ts';
+import { SUMMARIZE_BATCH_TASK, SUMMARIZE_TASK } from './task-names.ts';
 
-import { SUMMARIZE_TASK } from './task-names.ts';
-
-
-
-const SummarizePayload = Type.Object({ session_id: Type.String({ format: 'uuid' }) });
+const SessionUuid = Type.String({ format: 'uuid' });
+const SummarizePayload = Type.Object({ session_id: SessionUuid });
+/** At most SESSION_COMPLETE_BATCH_MAX's upper bound: one completion flush's sessions. */
+const SummarizeBatchPayload = Type.Object({ session_ids: Type.Array(SessionUuid, { minItems: 1, maxItems: 10_000 }) });
 
 /**
- * `session.summarize`: computes a completed session's summary from its readings and
- * stores it (status completed). Idempotent, so a run repeated after a crash or a retry
- * gives the same result. A throw is retried with backoff; the last attempt's failure
- * marks the session failed (an admin retry of the job can still complete it).
+ * Computes the summaries of the sessions (one set-based statement) and stores them (one
+ * statement); in the same transaction, the sessions getting their FIRST summary are
+ * announced — webhooks and e-mails, one statement each for all of them. A recompute
+ * after late readings is not news. Idempotent: a run repeated after a crash stores the
+ * same summaries and announces nothing twice.
+ */
+async function summarize(db: Db, ids: string[]): Promise<void> {
+  const computed = await repo.computeSummaries(db, ids);
+  if (!computed.length) return; // deleted with their devices since
+  await db.tx(async (tx) => {
+    const firsts = (await repo.storeSummaries(tx, computed)).filter((s) => s.first);
+    if (!firsts.length) return;
+    const sessions = firsts.map((row) => ({ row, session: toSession(row) }));
+    await emitEvents(tx, 'session.completed', sessions.map(({ row, session }) => ({ tenantId: row.tenant_id, data: session })));
+    await enqueueMails(tx, sessions.flatMap(({ row, session }) => (row.notify_email ? [summaryMail(row.notify_email, session)] : [])));
+  });
+}
+
+/**
+ * `session.summarize` (one session: flushes that moved one, late-data re-summaries,
+ * fallbacks of failed batches, jobs queued by older versions): a throw is retried with
+ * backoff; the last attempt's failure marks the session failed (an admin retry of the
+ * job can still complete it).
+ *
+ * `session.summarize_batch` (the sessions one completion flush moved): all in one run.
+ * Failure isolation: when the batch fails — for whatever reason, a single bad session
+ * fails the whole store statement — its sessions still 'completing' are re-queued as
+ * per-session jobs (one add_jobs, with their job keys) and the batch job finishes. So a
+ * poison session cannot block the others: each gets its own retries, and only the bad
+ * one ends up failed through the per-session path. A transient failure costs only the
+ * batching of that one flush. Only when the re-queue itself fails does the batch job
+ * throw, and the job system retries it.
  */
 export function sessionTasks(deps: JobDeps): TaskList {
   const db = deps.database.api;
@@ -31,19 +60,24 @@ export function sessionTasks(deps: JobDeps): TaskList {
       }
       const id = payload.session_id;
       try {
-        const computed = await repo.computeSummary(db, id);
-        if (!computed) return; // deleted with its device since
-        await db.tx(async (tx) => {
-          const stored = await repo.storeSummary(tx, id, computed);
-          // the first summary is news (webhook, e-mail); a recompute after late readings is not
-          if (!stored?.first) return;
-          const session = toSession((await repo.findSessions(tx, [stored.tenant_id], [id]))[0]!);
-          await emitEvent(tx, stored.tenant_id, 'session.completed', session);
-          if (stored.notify_email) await enqueueMail(tx, summaryMail(stored.notify_email, session));
-        });
+        await summarize(db, [id]);
       } catch (err) {
         if (helpers.job.attempts >= helpers.job.max_attempts) await repo.markFailed(db, id, (err as Error).message);
         throw err;
+      }
+    },
+
+    [SUMMARIZE_BATCH_TASK]: async (payload, helpers) => {
+      if (!Value.Check(SummarizeBatchPayload, payload)) {
+        deps.logger.error({ payload }, `${SUMMARIZE_BATCH_TASK}: invalid payload, dropped`);
+        return;
+      }
+      const ids = payload.session_ids;
+      try {
+        await summarize(db, ids);
+      } catch (err) {
+        const requeued = await repo.requeueSummaries(db, ids, SUMMARIZE_TASK, helpers.job.max_attempts);
+        deps.logger.warn({ err, sessions: ids.length, requeued }, `${SUMMARIZE_BATCH_TASK} failed; its pending sessions were re-queued one job each`);
       }
     },
   };

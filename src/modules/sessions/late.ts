@@ -19,10 +19,12 @@ const RESUMMARY_MAX_ATTEMPTS = 25;
  */
 export const LATE_SESSIONS_CTES = (windows: string) => `late_windows as (${windows}),
   late_sessions as (
+    -- locked in id order, as the batch summary store locks them: the two wait, never deadlock
     update sessions s set stale = true, revision = s.revision + 1
-      from late_windows w
-     where s.device_id = w.device_id and s.status in ('completing', 'completed')
-       and s.completed_at >= w.lo and s.started_at <= w.hi
+      from (select t.id from sessions t join late_windows w on t.device_id = w.device_id
+             where t.status in ('completing', 'completed') and t.completed_at >= w.lo and t.started_at <= w.hi
+             order by t.id for update of t) x
+     where s.id = x.id
     returning s.id
   ),
   late_jobs as (

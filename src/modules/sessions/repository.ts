@@ -90,87 +90,162 @@ export async function listSessions(
   );
 }
 
+export interface CompletionTasks {
+  /** Per-session task (payload `{ session_id }`, job key `<task>:<id>`): a flush that moved one session. */
+  single: string;
+  /** Batch task (payload `{ session_ids }`): a flush that moved several. */
+  batch: string;
+  maxAttempts: number;
+}
+
 /**
- * Moves the given open sessions to 'completing' (completed now); returns those that moved.
- * Sessions already completing, completed or failed are left as they are (idempotent).
+ * One completion flush in one statement (atomic on its own: no BEGIN/COMMIT round trips):
+ * moves the asked-for open sessions to 'completing' (completed now), adds ONE summary job
+ * for those it moved, and returns every asked-for session of its tenant — the moved ones
+ * as RETURNING gives them (the other parts of a statement do not see its CTE's update),
+ * the others as they are. Sessions already completing, completed or failed are left as
+ * they are and get no job (idempotent). A flush that moved a single session queues the
+ * per-session task, keyed as late.ts keys it: a batch of one gains nothing, and the key
+ * lets a late-data re-summary merge with it instead of running a second time.
+ *
+ * A row returned still 'open' was completed by a concurrent flush (another process) that
+ * committed after this statement's snapshot: the caller must read it again.
  */
-export async function completeSessions(db: Db, tenantIds: number[], ids: string[]): Promise<{ id: string }[]> {
-  return db.query<{ id: string }>(
+export async function completeSessions(
+  db: Db,
+  tenantIds: number[],
+  ids: string[],
+  tasks: CompletionTasks,
+): Promise<(SessionRow & { tenant_id: number })[]> {
+  return db.query<SessionRow & { tenant_id: number }>(
     'sessions.complete',
-    `update sessions s set status = 'completing', completed_at = greatest(now(), s.started_at)
-       from unnest($1::int8[], $2::uuid[]) as k(tenant_id, id)
-      where s.id = k.id and s.tenant_id = k.tenant_id and s.status = 'open'
-      returning s.id::text`,
-    [tenantIds, ids],
+    `with asked as (
+       select distinct k.tenant_id, k.id from unnest($1::int8[], $2::uuid[]) as k(tenant_id, id)
+     ),
+     moved as (
+       update sessions s set status = 'completing', completed_at = greatest(now(), s.started_at)
+         from asked k
+        where s.id = k.id and s.tenant_id = k.tenant_id and s.status = 'open'
+       returning s.*
+     ),
+     moved_n as (select count(*)::int as n from moved),
+     single_job as (
+       select count(*)::int as n from graphile_worker.add_jobs(array(
+         select row($3::text, json_build_object('session_id', m.id), null, null, $5::smallint, $3::text || ':' || m.id, null, null)::graphile_worker.job_spec
+           from moved m))
+        where (select n from moved_n) = 1
+     ),
+     batch_job as (
+       select count(*)::int as n from graphile_worker.add_jobs(array[
+         row($4::text, json_build_object('session_ids', array(select m.id from moved m order by m.id)), null, null, $5::smallint, null, null, null)::graphile_worker.job_spec])
+        where (select n from moved_n) > 1
+     )
+     select s.tenant_id, ${COLUMNS}
+       from moved s join devices d on d.id = s.device_id
+      -- a one-time filter: makes the job CTEs run, whatever the number of rows
+      where (select n from single_job) + (select n from batch_job) >= 0
+     union all
+     select s.tenant_id, ${COLUMNS}
+       from asked k
+       join sessions s on s.id = k.id and s.tenant_id = k.tenant_id
+       join devices d on d.id = s.device_id
+      where not exists (select 1 from moved m where m.id = s.id)`,
+    [tenantIds, ids, tasks.single, tasks.batch, tasks.maxAttempts],
   );
 }
 
-/** Summary jobs for many sessions in one statement (graphile_worker.add_jobs). */
-export async function enqueueSummaries(db: Db, ids: string[], task: string, maxAttempts: number): Promise<void> {
-  await db.query(
-    'sessions.enqueue_summaries',
-    `select count(*) from graphile_worker.add_jobs(array(
-       select row($1::text, json_build_object('session_id', id), null, null, $2::smallint, $1::text || ':' || id, null, null)::graphile_worker.job_spec
-         from unnest($3::text[]) as u(id)))`,
+/**
+ * Per-session summary jobs (keyed as late.ts keys them, so a queued re-summary merges)
+ * for those of `ids` still 'completing', in one statement; returns how many were queued.
+ */
+export async function requeueSummaries(db: Db, ids: string[], task: string, maxAttempts: number): Promise<number> {
+  const rows = await db.query<{ n: number }>(
+    'sessions.requeue_summaries',
+    `with pending as (select s.id from sessions s where s.id = any($3::uuid[]) and s.status = 'completing')
+     select count(*)::int as n from graphile_worker.add_jobs(array(
+       select row($1::text, json_build_object('session_id', p.id), null, null, $2::smallint, $1::text || ':' || p.id, null, null)::graphile_worker.job_spec
+         from pending p))
+      where exists (select 1 from pending)`,
     [task, maxAttempts, ids],
   );
+  return rows[0]!.n;
 }
 
 export interface ComputedSummary {
+  id: string;
   revision: number;
   summary: Record<string, unknown>;
 }
 
 /**
- * The summary of a session from its readings in [started_at, completed_at]: per metric
- * count, min, max, avg, first and last (by ts), plus the duration; with the session's
- * revision as of the same snapshot.
+ * The summaries of sessions from their readings in [started_at, completed_at]: per metric
+ * count, min, max, avg, first and last (by ts), plus the readings (rows) and the duration;
+ * each with the session's revision as of the same snapshot. One statement for all: an
+ * aggregate per session (lateral), so each window is read by an index range scan of its
+ * device whatever the statistics say — a hash join would read every readings partition.
+ * Sessions that are gone (deleted with their device) or still open are not in the result.
  */
-export async function computeSummary(db: Db, id: string): Promise<ComputedSummary | undefined> {
-  const rows = await db.query<ComputedSummary>(
-    'sessions.compute_summary',
-    `select s.revision,
+export async function computeSummaries(db: Db, ids: string[]): Promise<ComputedSummary[]> {
+  return db.query<ComputedSummary>(
+    'sessions.compute_summaries',
+    `select s.id::text, s.revision,
             jsonb_build_object(
               'duration_s', extract(epoch from s.completed_at - s.started_at)::float8,
-              'readings', (select count(*) from readings r
-                            where r.device_id = s.device_id and r.ts between s.started_at and s.completed_at),
-              'metrics', coalesce((
-                select jsonb_object_agg(m.metric, jsonb_build_object(
-                         'count', m.n, 'min', m.lo, 'max', m.hi, 'avg', m.mean, 'first', m.first, 'last', m.last))
-                  from (select u.name as metric, count(*) as n, min(u.v) as lo, max(u.v) as hi, avg(u.v) as mean,
-                               (array_agg(u.v order by r.ts))[1] as first, (array_agg(u.v order by r.ts desc))[1] as last
-                          from readings r
-                          join metric_sets ms on ms.id = r.metric_set
-                          cross join lateral unnest(ms.names, r.vals) as u(name, v)
-                         where r.device_id = s.device_id and r.ts between s.started_at and s.completed_at
-                           and u.v is not null
-                         group by u.name) m), '{}'::jsonb)
+              'readings', n.readings,
+              'metrics', coalesce(m.metrics, '{}'::jsonb)
             ) as summary
        from sessions s
-      where s.id = $1::uuid and s.completed_at is not null`,
-    [id],
+       cross join lateral (
+         select count(*) as readings from readings r
+          where r.device_id = s.device_id and r.ts between s.started_at and s.completed_at
+       ) n
+       cross join lateral (
+         select jsonb_object_agg(g.metric, jsonb_build_object(
+                  'count', g.n, 'min', g.lo, 'max', g.hi, 'avg', g.mean, 'first', g.first, 'last', g.last)) as metrics
+           from (select u.name as metric, count(*) as n, min(u.v) as lo, max(u.v) as hi, avg(u.v) as mean,
+                        (array_agg(u.v order by r.ts))[1] as first, (array_agg(u.v order by r.ts desc))[1] as last
+                   from readings r
+                   join metric_sets ms on ms.id = r.metric_set
+                   cross join lateral unnest(ms.names, r.vals) as u(name, v)
+                  where r.device_id = s.device_id and r.ts between s.started_at and s.completed_at
+                    and u.v is not null
+                  group by u.name) g
+       ) m
+      where s.id = any($1::uuid[]) and s.completed_at is not null`,
+    [ids],
   );
-  return rows[0];
 }
 
-/** Stores a summary; it stays stale when a late reading bumped the revision after it was computed. */
-/** Stores a summary; `first` when it is the session's first (not a recompute after late readings). */
-export async function storeSummary(
-  db: Db,
-  id: string,
-  computed: ComputedSummary,
-): Promise<{ tenant_id: number; first: boolean; notify_email: string | null } | undefined> {
-  const rows = await db.query<{ tenant_id: number; first: boolean; notify_email: string | null }>(
-    'sessions.store_summary',
-    `with prev as (select id, summarized_at from sessions where id = $1::uuid for update)
-     update sessions s set status = 'completed', summary = $2::jsonb, stale = (s.revision <> $3::int),
+export interface StoredSummary extends SessionRow {
+  tenant_id: number;
+  /** The session's first summary (news: webhook, e-mail), not a recompute after late readings. */
+  first: boolean;
+  notify_email: string | null;
+}
+
+/**
+ * Stores summaries in one statement, each stale when a late reading bumped its session's
+ * revision after it was computed; returns the sessions as stored. Rows are locked in id
+ * order (the first-summary test reads summarized_at under the lock): two batches sharing
+ * sessions wait for each other instead of deadlocking.
+ */
+export async function storeSummaries(db: Db, computed: ComputedSummary[]): Promise<StoredSummary[]> {
+  if (!computed.length) return [];
+  return db.query<StoredSummary>(
+    'sessions.store_summaries',
+    `with input as (
+       select * from unnest($1::uuid[], $2::int4[], $3::jsonb[]) as i(id, revision, summary)
+     ),
+     prev as materialized (
+       select s.id, s.summarized_at from sessions s where s.id in (select id from input) order by s.id for update
+     )
+     update sessions s set status = 'completed', summary = i.summary, stale = (s.revision <> i.revision),
             error = null, summarized_at = now()
-       from prev
-      where s.id = prev.id and s.status in ('completing', 'completed', 'failed')
-      returning s.tenant_id, prev.summarized_at is null as first, s.notify_email`,
-    [id, JSON.stringify(computed.summary), computed.revision],
+       from input i, prev p, devices d
+      where s.id = i.id and p.id = s.id and d.id = s.device_id and s.status in ('completing', 'completed', 'failed')
+      returning s.tenant_id, p.summarized_at is null as first, s.notify_email, ${COLUMNS}`,
+    [computed.map((c) => c.id), computed.map((c) => c.revision), computed.map((c) => JSON.stringify(c.summary))],
   );
-  return rows[0];
 }
 
 export async function markFailed(db: Db, id: string, error: string): Promise<void> {

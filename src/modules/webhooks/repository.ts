@@ -44,20 +44,30 @@ export async function findWebhook(db: Db, id: string) {
 }
 
 /**
- * One `webhook.deliver` job per webhook of the tenant subscribed to the event, each with
- * its own delivery id: a single statement, in the caller's transaction.
+ * Per event (one per item, of its tenant), one `webhook.deliver` job per webhook of the
+ * tenant subscribed to it, each with its own delivery id: one statement and one add_jobs
+ * call for all, in the caller's transaction; add_jobs is not called when none is subscribed.
  */
-export async function enqueueDeliveries(db: Db, tenantId: number, event: EventName, data: unknown, occurredAt: string, maxAttempts: number) {
+export async function enqueueDeliveries(
+  db: Db,
+  event: EventName,
+  items: { tenantId: number; data: unknown }[],
+  occurredAt: string,
+  maxAttempts: number,
+) {
   const rows = await db.query<{ n: number }>(
     'webhooks.enqueue_deliveries',
-    `select count(graphile_worker.add_job(
-              'webhook.deliver',
-              json_build_object('webhook_id', w.id, 'delivery_id', gen_random_uuid(), 'event', $2::text,
-                                'occurred_at', $4::text, 'data', $3::json),
-              max_attempts => $5::int))::int as n
-       from webhooks w
-      where w.tenant_id = $1::bigint and $2::text = any(w.events)`,
-    [tenantId, event, JSON.stringify(data ?? null), occurredAt, maxAttempts],
+    `with specs as (
+       select row('webhook.deliver',
+                  json_build_object('webhook_id', w.id, 'delivery_id', gen_random_uuid(), 'event', $1::text,
+                                    'occurred_at', $2::text, 'data', e.data),
+                  null, null, $3::smallint, null, null, null)::graphile_worker.job_spec as spec
+         from unnest($4::int8[], $5::json[]) as e(tenant_id, data)
+         join webhooks w on w.tenant_id = e.tenant_id and $1::text = any(w.events)
+     )
+     select count(*)::int as n from graphile_worker.add_jobs(array(select spec from specs))
+      where exists (select 1 from specs)`,
+    [event, occurredAt, maxAttempts, items.map((i) => i.tenantId), items.map((i) => JSON.stringify(i.data ?? null))],
   );
   return rows[0]!.n;
 }

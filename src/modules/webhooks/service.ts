@@ -45,7 +45,13 @@ export async function deleteWebhook(db: Db, tenantId: number, id: string) {
  * transaction: a delivery exists exactly when the change it reports commits.
  */
 export async function emitEvent(tx: Db, tenantId: number, event: EventName, data: unknown): Promise<number> {
-  return repo.enqueueDeliveries(tx, tenantId, event, data, new Date().toISOString(), DELIVERY_MAX_ATTEMPTS);
+  return emitEvents(tx, event, [{ tenantId, data }]);
+}
+
+/** emitEvent for many events of one kind (each of its tenant) in one statement, in the caller's transaction. */
+export async function emitEvents(tx: Db, event: EventName, items: { tenantId: number; data: unknown }[]): Promise<number> {
+  if (!items.length) return 0;
+  return repo.enqueueDeliveries(tx, event, items, new Date().toISOString(), DELIVERY_MAX_ATTEMPTS);
 }
 
 /** `sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`: what X-Pulse-Signature carries. */

@@ -1,0 +1,384 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import pg from 'pg';
+import pino from 'pino';
+import { ExplainDb, readingsSeqScans } from '../src/infra/explain.ts';
+import { createMetrics } from '../src/infra/metrics.ts';
+import { retryJob } from '../src/jobs/repository.ts';
+import { startJobRunner, type JobRunner } from '../src/jobs/runner.ts';
+import * as repo from '../src/modules/sessions/repository.ts';
+import { toSession } from '../src/modules/sessions/service.ts';
+import { bearer, createTestApp, type TestApp } from './helpers/app.ts';
+import { until } from './helpers/wait.ts';
+
+const iso = (ms: number) => new Date(ms).toISOString();
+const NO_SESSION = '00000000-0000-4000-8000-000000000000';
+type Summary = { duration_s: number; readings: number; metrics: Record<string, Record<string, number>> };
+
+/** The summary as plain SQL computes it (window functions, not the job's grouping), independently of the job's query. */
+async function rawSummary(pool: pg.Pool, id: string) {
+  const { rows } = await pool.query<{ metric: string; count: number; min: number; max: number; avg: number; first: number; last: number }>(
+    `with v as (
+       select u.name as metric, u.v, r.ts
+         from sessions s
+         join readings r on r.device_id = s.device_id and r.ts >= s.started_at and r.ts <= s.completed_at
+         join metric_sets m on m.id = r.metric_set, unnest(m.names, r.vals) as u(name, v)
+        where s.id = $1 and u.v is not null)
+     select distinct metric, count(*) over w::int as count, min(v) over w as min, max(v) over w as max, avg(v) over w as avg,
+            first_value(v) over (partition by metric order by ts) as first,
+            first_value(v) over (partition by metric order by ts desc) as last
+       from v window w as (partition by metric)`,
+    [id],
+  );
+  const counts = await pool.query<{ readings: number; duration_s: number }>(
+    `select (select count(*)::int from readings r where r.device_id = s.device_id and r.ts >= s.started_at and r.ts <= s.completed_at) as readings,
+            extract(epoch from s.completed_at - s.started_at)::float8 as duration_s
+       from sessions s where s.id = $1`,
+    [id],
+  );
+  return { ...counts.rows[0]!, metrics: Object.fromEntries(rows.map(({ metric, ...m }) => [metric, m])) };
+}
+
+function assertSummaryEqual(actual: Summary, expected: Awaited<ReturnType<typeof rawSummary>>, what: string) {
+  assert.equal(actual.readings, expected.readings, `${what}: readings`);
+  assert.ok(Math.abs(actual.duration_s - expected.duration_s) < 1e-6, `${what}: duration_s`);
+  assert.deepEqual(Object.keys(actual.metrics).sort(), Object.keys(expected.metrics).sort(), `${what}: metrics`);
+  for (const [name, m] of Object.entries(expected.metrics)) {
+    const a = actual.metrics[name]!;
+    for (const k of ['count', 'min', 'max', 'first', 'last'] as const) assert.equal(a[k], m[k], `${what}: ${name}.${k}`);
+    assert.ok(Math.abs(a.avg! - m.avg) < 1e-9, `${what}: ${name}.avg`);
+  }
+}
+
+/** Summary jobs (both tasks) whose payload names any of `ids`. */
+async function summaryJobs(pool: pg.Pool, ids: string[]) {
+  const { rows } = await pool.query<{ task: string; payload: { session_id?: string; session_ids?: string[] }; key: string | null; attempts: number; max_attempts: number; last_error: string | null }>(
+    `select t.identifier as task, j.payload, j.key, j.attempts, j.max_attempts, j.last_error
+       from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
+      where t.identifier in ('session.summarize', 'session.summarize_batch')
+        and (j.payload->>'session_id' = any($1::text[])
+             or exists (select 1 from json_array_elements_text(j.payload->'session_ids') e where e = any($1::text[])))`,
+    [ids],
+  );
+  return rows;
+}
+
+/** Jobs left to run (the per-minute rollups job aside; failed ones stay, with attempts = max_attempts). */
+async function runnableJobs(pool: pg.Pool) {
+  const { rows } = await pool.query(`select count(*)::int as n from graphile_worker.jobs where task_identifier <> 'rollups.refresh' and attempts < max_attempts`);
+  return rows[0].n as number;
+}
+
+interface Fixture {
+  t: TestApp;
+  key: string;
+  tenantId: number;
+}
+
+/**
+ * `n` devices `<prefix>-<i>` with 0–4 readings in their session window (and one on each
+ * side of it), each with a session started an hour ago; every other one wants an e-mail.
+ */
+async function openSessions(f: Fixture, prefix: string, n: number): Promise<string[]> {
+  const start = Date.now() - 3_600_000;
+  const readings = Array.from({ length: n }, (_, i) => [
+    { device: `${prefix}-${i}`, ts: iso(start - 60_000), metrics: { temp: -1000 } },
+    ...Array.from({ length: i % 5 }, (_, k) => ({
+      device: `${prefix}-${i}`,
+      ts: iso(start + (k + 1) * 1000),
+      metrics: k % 2 ? { temp: i + k / 4 } : { temp: i - k / 4, rpm: 1000 + k * i },
+    })),
+    { device: `${prefix}-${i}`, ts: iso(Date.now() + 600_000), metrics: { temp: 1000 } },
+  ]).flat();
+  const res = await f.t.app.inject({ method: 'POST', url: '/v1/readings', headers: bearer(f.key), payload: readings });
+  assert.equal(res.statusCode, 200, res.body);
+  const ids: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const payload = { started_at: iso(start), ...(i % 2 ? {} : { email: `ops-${i}@example.com` }) };
+    const s = await f.t.app.inject({ method: 'POST', url: `/v1/devices/${prefix}-${i}/sessions`, headers: bearer(f.key), payload });
+    assert.equal(s.statusCode, 201, s.body);
+    ids.push(s.json().id);
+  }
+  return ids;
+}
+
+/**
+ * Completes `ids` in one flush: the first completion starts a flush at once, so a
+ * completion of no session goes first, and `ids` queue behind it while it is in flight.
+ */
+async function completeInOneFlush(f: Fixture, ids: string[]) {
+  const batcher = f.t.app.sessionCompletions;
+  const [none, ...rows] = await Promise.all([batcher.complete(f.tenantId, NO_SESSION), ...ids.map((id) => batcher.complete(f.tenantId, id))]);
+  assert.equal(none, undefined);
+  return rows.map((r) => r!);
+}
+
+async function fixture(overrides: Parameters<typeof createTestApp>[0] = {}): Promise<Fixture> {
+  const t = await createTestApp(overrides);
+  const key = await t.key('batches');
+  const { rows } = await t.db.pool.query(`select id::int from tenants where name = 'batches'`);
+  return { t, key, tenantId: rows[0].id };
+}
+
+describe('session summaries in batches', () => {
+  let f: Fixture;
+  let runner: JobRunner | null = null;
+  let server: Server;
+  let mailDir: string;
+  const hooks: { session: string }[] = [];
+
+  before(async () => {
+    mailDir = await mkdtemp(join(tmpdir(), 'pulse-mail-'));
+    server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        hooks.push({ session: JSON.parse(Buffer.concat(chunks).toString('utf8')).data.id });
+        res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    f = await fixture({ SMTP_URL: '', MAIL_DIR: mailDir });
+  });
+  after(async () => {
+    await runner?.stop();
+    await f.t.close();
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+    await rm(mailDir, { recursive: true, force: true });
+  });
+
+  const mailsBySession = async () => {
+    const counts = new Map<string, number>();
+    for (const file of (await readdir(mailDir)).filter((n) => n.endsWith('.eml'))) {
+      const id = /Session ([0-9a-f-]{36}) of device/.exec(await readFile(join(mailDir, file), 'utf8'))?.[1];
+      assert.ok(id, file);
+      counts.set(id, (counts.get(id) ?? 0) + 1);
+    }
+    return counts;
+  };
+
+  it('200 sessions completed in one flush: one batch job, repeats add none; every summary equals raw SQL, announced once', async () => {
+    const port = (server.address() as AddressInfo).port;
+    const hook = await f.t.app.inject({ method: 'POST', url: '/v1/webhooks', headers: bearer(f.key), payload: { url: `http://127.0.0.1:${port}/h`, events: ['session.completed'] } });
+    assert.equal(hook.statusCode, 201, hook.body);
+    const ids = await openSessions(f, 'many', 200);
+
+    const done = await completeInOneFlush(f, ids);
+    for (const [i, s] of done.entries()) {
+      assert.equal(s.id, ids[i]);
+      assert.equal(s.status, 'completing');
+      assert.ok(s.completed_us! >= s.started_us);
+    }
+    let jobs = await summaryJobs(f.t.db.pool, ids);
+    assert.equal(jobs.length, 1, 'one job for the whole flush');
+    assert.equal(jobs[0]!.task, 'session.summarize_batch');
+    assert.deepEqual([...jobs[0]!.payload.session_ids!].sort(), [...ids].sort());
+
+    // repeated, in one flush and over HTTP: the same answers, no second job
+    const again = await completeInOneFlush(f, ids);
+    assert.deepEqual(again.map((s) => [s.id, s.status, s.completed_us]), done.map((s) => [s.id, s.status, s.completed_us]));
+    for (const id of ids.slice(0, 3)) {
+      const res = await f.t.app.inject({ method: 'POST', url: `/v1/sessions/${id}/complete`, headers: bearer(f.key) });
+      assert.equal(res.statusCode, 202, res.body);
+      assert.deepEqual(res.json(), toSession(done[ids.indexOf(id)]!));
+    }
+    jobs = await summaryJobs(f.t.db.pool, ids);
+    assert.equal(jobs.length, 1);
+
+    runner = await startJobRunner({ url: f.t.db.url, config: f.t.config, metrics: createMetrics(), logger: pino({ level: 'silent' }) });
+    await until('every summary', async () => {
+      const { rows } = await f.t.db.pool.query(`select count(*)::int as n from sessions where id = any($1::uuid[]) and status = 'completed'`, [ids]);
+      return rows[0].n === ids.length ? true : undefined;
+    });
+    for (const id of ids) {
+      const res = await f.t.app.inject({ method: 'GET', url: `/v1/sessions/${id}`, headers: bearer(f.key) });
+      assert.equal(res.json().stale, false);
+      assertSummaryEqual(res.json().summary, await rawSummary(f.t.db.pool, id), id);
+    }
+    const empty = (await f.t.app.inject({ method: 'GET', url: `/v1/sessions/${ids[0]}`, headers: bearer(f.key) })).json().summary;
+    assert.deepEqual([empty.readings, empty.metrics], [0, {}], 'a session without readings in its window');
+
+    await until('webhooks and e-mails', async () => ((await runnableJobs(f.t.db.pool)) === 0 && hooks.length >= ids.length ? true : undefined));
+    const emailed = ids.filter((_, i) => i % 2 === 0);
+    const checkAnnouncedOnce = async () => {
+      assert.deepEqual(hooks.map((h) => h.session).sort(), [...ids].sort(), 'one session.completed webhook per session');
+      const mails = await mailsBySession();
+      assert.deepEqual([...mails.keys()].sort(), [...emailed].sort(), 'e-mails to those who asked');
+      assert.ok([...mails.values()].every((n) => n === 1), 'one e-mail each');
+    };
+    await checkAnnouncedOnce();
+
+    // the batch run again (as after a worker crash between its commit and the job's completion): no second announcement
+    await f.t.db.pool.query(`select graphile_worker.add_job('session.summarize_batch', json_build_object('session_ids', $1::text[]))`, [ids]);
+    await until('the repeated batch', async () => ((await runnableJobs(f.t.db.pool)) === 0 ? true : undefined));
+    await checkAnnouncedOnce();
+    const { rows } = await f.t.db.pool.query(`select count(*)::int as n from sessions where id = any($1::uuid[]) and status = 'completed' and not stale`, [ids]);
+    assert.equal(rows[0].n, ids.length);
+  });
+
+  it('a session completed meanwhile by another process is answered as it is now, not as the flush statement’s snapshot saw it', async () => {
+    const [id] = await openSessions(f, 'raced', 1);
+    // the other process's flush: holds the row until it commits
+    const other = await f.t.db.pool.connect();
+    try {
+      await other.query('begin');
+      await other.query(`update sessions set status = 'completing', completed_at = now() where id = $1`, [id]);
+      const answer = f.t.app.inject({ method: 'POST', url: `/v1/sessions/${id}/complete`, headers: bearer(f.key) });
+      await until('the flush to wait for the row', async () => {
+        const r = await f.t.db.pool.query(`select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`);
+        return r.rows.length ? true : undefined;
+      });
+      await other.query('commit');
+      const res = await answer;
+      assert.equal(res.statusCode, 202, res.body);
+      assert.equal(res.json().status, 'completing');
+      assert.ok(res.json().completed_at);
+    } finally {
+      other.release();
+    }
+    assert.deepEqual(await summaryJobs(f.t.db.pool, [id!]), [], 'the flush that did not move it added no job');
+  });
+
+  it('property: the set-based summaries equal a raw computation, sessions gone or open left out; readings are read by index', async () => {
+    const { rows: sets } = await f.t.db.pool.query<{ id: number; names: string[] }>(
+      `insert into metric_sets (names) values ('{a,b,c}'), ('{b}') on conflict (names) do update set names = excluded.names returning id, names`,
+    );
+    const abc = sets.find((s) => s.names.length === 3)!.id;
+    const b = sets.find((s) => s.names.length === 1)!.id;
+    const value = fc.option(fc.integer({ min: -4000, max: 4000 }).map((v) => v / 4), { nil: null });
+    const session = fc.record({
+      // seconds around a 10 s window: before it, on its bounds, inside, after it
+      readings: fc.uniqueArray(
+        fc.record({ at: fc.integer({ min: -2, max: 12 }), abc: fc.boolean(), vals: fc.tuple(value, value, value) }),
+        { selector: (r) => r.at, maxLength: 10 },
+      ),
+      open: fc.boolean(),
+    });
+    let run = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(session, { minLength: 1, maxLength: 6 }), async (sessions) => {
+        run++;
+        const start = Date.now() - 7_200_000;
+        const ids: string[] = [];
+        for (const [i, s] of sessions.entries()) {
+          const { rows } = await f.t.db.pool.query<{ id: number }>(
+            `insert into devices (tenant_id, external_id) values ($1, $2) returning id::int`,
+            [f.tenantId, `prop-${run}-${i}`],
+          );
+          const device = rows[0]!.id;
+          for (const r of s.readings) {
+            await f.t.db.pool.query(`insert into readings (device_id, ts, metric_set, vals) values ($1, $2, $3, $4::float8[])`, [
+              device,
+              iso(start + r.at * 1000),
+              r.abc ? abc : b,
+              r.abc ? r.vals : [r.vals[0]],
+            ]);
+          }
+          const { rows: created } = await f.t.db.pool.query<{ id: string }>(
+            `insert into sessions (tenant_id, device_id, started_at, status, completed_at)
+             values ($1, $2, $3, $4, $5) returning id::text`,
+            [f.tenantId, device, iso(start), s.open ? 'open' : 'completing', s.open ? null : iso(start + 10_000)],
+          );
+          ids.push(created[0]!.id);
+        }
+        const computed = await repo.computeSummaries(f.t.database.api, [...ids, NO_SESSION]);
+        const expected = ids.filter((_, i) => !sessions[i]!.open);
+        assert.deepEqual(computed.map((c) => c.id).sort(), [...expected].sort());
+        for (const c of computed) {
+          assert.equal(c.revision, 0);
+          assertSummaryEqual(c.summary as Summary, await rawSummary(f.t.db.pool, c.id), c.id);
+        }
+        await f.t.db.pool.query(`delete from readings where device_id in (select id from devices where external_id like $1)`, [`prop-${run}-%`]);
+        await f.t.db.pool.query(`delete from devices where external_id like $1`, [`prop-${run}-%`]);
+      }),
+      { numRuns: 25 },
+    );
+
+    const explain = new ExplainDb(f.t.database.api, true);
+    const { rows } = await f.t.db.pool.query<{ id: string }>(`select id::text from sessions where status <> 'open' limit 50`);
+    await repo.computeSummaries(explain, rows.map((r) => r.id));
+    assert.deepEqual(readingsSeqScans(explain.explained[0]!.plan).filter((n) => (n['Actual Loops'] ?? 0) > 0), []);
+  });
+});
+
+describe('session summary batches: failure isolation', () => {
+  let f: Fixture;
+  let runner: JobRunner | null = null;
+  before(async () => {
+    // two attempts: the poisoned session fails for good after one retry
+    f = await fixture({ JOBS_MAX_ATTEMPTS: 2 });
+  });
+  after(async () => {
+    await runner?.stop();
+    await f.t.close();
+  });
+
+  it('one session whose summary cannot be stored: the batch hands its sessions to per-session jobs; the others complete, it fails after its retries', async () => {
+    const ids = await openSessions(f, 'iso', 5);
+    const poison = ids[2]!;
+    assert.match(poison, /^[0-9a-f-]{36}$/);
+    // a database-side failure of this one session's summary, whatever computes it
+    await f.t.db.pool.query(`create function test_poison() returns trigger language plpgsql as $$
+      begin
+        if new.status = 'completed' and new.id = '${poison}' then raise exception 'poisoned session %', new.id; end if;
+        return new;
+      end $$`);
+    await f.t.db.pool.query(`create trigger test_poison before update on sessions for each row execute function test_poison()`);
+    try {
+      await completeInOneFlush(f, ids);
+      const queued = await summaryJobs(f.t.db.pool, ids);
+      assert.deepEqual(queued.map((j) => j.task), ['session.summarize_batch']);
+
+      runner = await startJobRunner({ url: f.t.db.url, config: f.t.config, metrics: createMetrics(), logger: pino({ level: 'silent' }) });
+      const failed = await until('the poisoned session to fail', async () => {
+        const { rows } = await f.t.db.pool.query(`select status, error from sessions where id = $1`, [poison]);
+        return rows[0].status === 'failed' ? rows[0] : undefined;
+      });
+      assert.match(failed.error, /poisoned session/);
+      for (const id of ids.filter((id) => id !== poison)) {
+        const res = await f.t.app.inject({ method: 'GET', url: `/v1/sessions/${id}`, headers: bearer(f.key) });
+        assert.equal(res.json().status, 'completed', id);
+        assertSummaryEqual(res.json().summary, await rawSummary(f.t.db.pool, id), id);
+      }
+      await until('no runnable job', async () => ((await runnableJobs(f.t.db.pool)) === 0 ? true : undefined));
+      const left = await summaryJobs(f.t.db.pool, ids);
+      assert.equal(left.length, 1, 'only the poisoned session’s job is left, failed');
+      assert.equal(left[0]!.task, 'session.summarize');
+      assert.equal(left[0]!.key, `session.summarize:${poison}`);
+      assert.equal(left[0]!.attempts, 2);
+      assert.equal(left[0]!.max_attempts, 2);
+      assert.match(left[0]!.last_error!, /poisoned session/);
+    } finally {
+      await f.t.db.pool.query('drop trigger if exists test_poison on sessions');
+      await f.t.db.pool.query('drop function if exists test_poison()');
+    }
+
+    // once the cause is gone, an admin retry of its job completes it
+    const { rows } = await f.t.db.pool.query(`select id::text from graphile_worker.jobs where key = $1`, [`session.summarize:${poison}`]);
+    assert.ok(await retryJob(f.t.database.api, rows[0].id));
+    const completed = await until<{ status: string; error: string | null; summary: Summary }>('the retried summary', async () => {
+      const res = await f.t.app.inject({ method: 'GET', url: `/v1/sessions/${poison}`, headers: bearer(f.key) });
+      return res.json().status === 'completed' ? res.json() : undefined;
+    });
+    assert.equal(completed.error, null);
+    assertSummaryEqual(completed.summary, await rawSummary(f.t.db.pool, poison), poison);
+  });
+
+  it('a batch job whose payload does not validate is dropped, not retried', async () => {
+    const { rows } = await f.t.db.pool.query<{ id: string }>(
+      `select (graphile_worker.add_job('session.summarize_batch', '{"session_ids": ["not-a-uuid"]}'::json)).id::text`,
+    );
+    if (!runner) runner = await startJobRunner({ url: f.t.db.url, config: f.t.config, metrics: createMetrics(), logger: pino({ level: 'silent' }) });
+    await until('the job to be gone', async () => {
+      const r = await f.t.db.pool.query(`select 1 from graphile_worker.jobs where id = $1`, [rows[0]!.id]);
+      return r.rows.length ? undefined : true;
+    });
+  });
+});
