@@ -49,7 +49,10 @@ export class WriteBatcher {
   private queuedValues = 0;
   private bufferedValues = 0;
   private bufferedBytes = 0;
+  /** Flushes holding a slot (committing). */
   private inFlight = 0;
+  /** Flushes whose requests are not all answered yet (committing, or evicting the cache). */
+  private unsettled = 0;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private idle: (() => void)[] = [];
@@ -119,22 +122,32 @@ export class WriteBatcher {
     }
     this.queuedValues -= values;
     this.inFlight++;
-    void this.flush(batch, values).finally(() => {
+    this.unsettled++;
+    // the slot is free once the commit is done: evicting the cache and answering overlap the next flush
+    const release = () => {
       this.inFlight--;
+      this.schedule();
+    };
+    void this.flush(batch, values, release).finally(() => {
+      this.unsettled--;
       for (const p of batch) {
         this.bufferedValues -= p.values;
         this.bufferedBytes -= p.bytes;
       }
       this.schedule();
-      if (!this.inFlight && !this.queue.length) for (const done of this.idle.splice(0)) done();
+      if (!this.unsettled && !this.queue.length) for (const done of this.idle.splice(0)) done();
     });
   }
 
-  private async flush(batch: Pending[], values: number) {
+  /** Commits the batch, calls release() (the flush slot is free), then answers its requests. */
+  private async flush(batch: Pending[], values: number, release: () => void) {
     const started = performance.now();
+    let released = false;
     try {
       const touched = this.afterCommit && this.writtenDevices(batch);
       const outcome = await commitBatch(this.db, batch.map((p) => p.req), this.metricSets, this.deviceIds);
+      released = true;
+      release();
       // committed: a failure from here on must not answer 503
       if (touched) await this.afterCommit!(touched).catch((err) => this.log.warn({ err }, 'after-commit hook failed'));
       let written = 0;
@@ -152,6 +165,7 @@ export class WriteBatcher {
       this.metrics.ingestBatchValues.observe(values);
       this.metrics.ingestFlushSeconds.observe({ outcome: 'ok' }, (performance.now() - started) / 1000);
     } catch (err) {
+      if (!released) release();
       this.metrics.ingestFlushSeconds.observe({ outcome: 'error' }, (performance.now() - started) / 1000);
       this.metrics.ingestRejected.inc({ reason: 'flush_failed' }, batch.length);
       this.log.error({ err, requests: batch.length, values }, 'ingest flush failed; its requests were answered 503');
@@ -186,6 +200,6 @@ export class WriteBatcher {
   async close(): Promise<void> {
     this.closed = true;
     this.schedule();
-    if (this.inFlight || this.queue.length) await new Promise<void>((resolve) => this.idle.push(resolve));
+    if (this.unsettled || this.queue.length) await new Promise<void>((resolve) => this.idle.push(resolve));
   }
 }
