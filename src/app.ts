@@ -9,7 +9,7 @@ import type { Config } from './config.ts';
 import type { Database } from './infra/db.ts';
 import type { Metrics } from './infra/metrics.ts';
 import { authPlugin } from './http/auth.ts';
-import { BROTLI_QUALITY, cachePlugin, COMPRESS_THRESHOLD_BYTES } from './http/cache.ts';
+import { cachePlugin, COMPRESS_THRESHOLD_BYTES, DYNAMIC_BROTLI_QUALITY, DYNAMIC_GZIP_LEVEL } from './http/cache.ts';
 import { errorHandler, notFoundHandler } from './http/errors.ts';
 import { healthRoutes } from './http/health.ts';
 import { observabilityPlugin } from './http/observability.ts';
@@ -88,7 +88,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // COMPRESS_RESPONSES=false (the bench's ablation) leaves request decoding on
     threshold: config.COMPRESS_RESPONSES ? COMPRESS_THRESHOLD_BYTES : Number.MAX_SAFE_INTEGER,
     encodings: ['br', 'gzip'],
-    brotliOptions: { params: { [zlib.constants.BROTLI_PARAM_QUALITY]: BROTLI_QUALITY } },
+    brotliOptions: { params: { [zlib.constants.BROTLI_PARAM_QUALITY]: DYNAMIC_BROTLI_QUALITY } },
+    zlibOptions: { level: DYNAMIC_GZIP_LEVEL },
     requestEncodings: ['gzip', 'deflate', 'br'],
   });
   await app.register(observabilityPlugin);

@@ -116,7 +116,11 @@ export class Database {
       // every statement here is meant to run in milliseconds; JIT compiles on cost estimates
       // (a generic plan over every partition looks huge) and alone took ~850 ms on fleet stats.
       // plan_cache_mode stays auto: forcing generic plans made 30-day stats 2.3x faster
-      // (0.7 vs 1.6 ms) but the dashboard 4x slower (35 vs 9 ms) on the bench database.
+      // (0.7 vs 1.6 ms) but the dashboard 4x slower (35 vs 9 ms) on the bench database;
+      // measured again for stats alone (a pool of their own): a device's 30-day stats went
+      // from 3.7 to 2.4 ms, but fleet stats from 2.5 to 14 ms once the rollups had grown —
+      // a generic plan is fixed on estimates, and these statements' best plan depends on
+      // their arguments.
       options: '-c jit=off',
     };
     this.pools = {
