@@ -152,6 +152,84 @@ describe('cache (L1 only)', () => {
   });
 });
 
+describe('cache of stats over closed time', () => {
+  let t: TestApp;
+  let key: string;
+  before(async () => {
+    t = await createTestApp();
+    key = await t.key('stats-cache');
+  });
+  after(() => t.close());
+
+  const HOUR = 3_600_000;
+  const iso = (ms: number) => new Date(ms).toISOString();
+  const get = (url: string) => t.app.inject({ url, headers: bearer(key) });
+  const write = (body: unknown) => t.app.inject({ method: 'POST', url: '/v1/readings', headers: bearer(key), payload: body as object });
+  const count = (res: { json(): { buckets: { count: number }[] } }) => res.json().buckets.reduce((n, b) => n + b.count, 0);
+
+  it('caches a closed window until a late reading of the device evicts it; current readings do not', async () => {
+    const now = Math.floor(Date.now() / HOUR) * HOUR;
+    const ts = (hoursAgo: number) => iso(now - hoursAgo * HOUR);
+    assert.equal((await write([3, 4, 5].map((h) => ({ device: 'sc-1', ts: ts(h), metrics: { temp: h } })))).statusCode, 200);
+    const closedUrl = `/v1/devices/sc-1/stats?metric=temp&bucket=1h&from=${ts(6)}&to=${ts(2)}`;
+    const fleetUrl = `/v1/stats?metric=temp&bucket=1h&from=${ts(6)}&to=${ts(2)}`;
+    const first = await get(closedUrl);
+    assert.equal(first.statusCode, 200);
+    assert.equal(cacheTier(first), 'miss');
+    assert.equal(count(first), 3);
+    const fleet = await get(fleetUrl);
+    assert.equal(cacheTier(fleet), 'miss');
+    const hit = await get(closedUrl);
+    assert.equal(cacheTier(hit), 'l1');
+    assert.equal(queries(hit), 0);
+    assert.equal(hit.body, first.body);
+    assert.equal(cacheTier(await get(fleetUrl)), 'l1');
+
+    // a reading of now changes no closed window: the entries stay
+    assert.equal((await write([{ device: 'sc-1', metrics: { temp: 100 } }])).statusCode, 200);
+    assert.equal(cacheTier(await get(closedUrl)), 'l1');
+    assert.equal(cacheTier(await get(fleetUrl)), 'l1');
+
+    // a late reading inside the window: evicted before the write is acknowledged
+    assert.equal((await write([{ device: 'sc-1', ts: ts(3.5), metrics: { temp: 7 } }])).statusCode, 200);
+    const after = await get(closedUrl);
+    assert.equal(cacheTier(after), 'miss');
+    assert.equal(count(after), 4);
+    const fleetAfter = await get(fleetUrl);
+    assert.equal(cacheTier(fleetAfter), 'miss');
+    assert.equal(count(fleetAfter), 4);
+  });
+
+  it('does not cache a window that reaches into the last hour', async () => {
+    await write([{ device: 'sc-2', metrics: { temp: 1 } }]);
+    const url = `/v1/devices/sc-2/stats?metric=temp&bucket=1h&from=${iso(Date.now() - 3 * HOUR)}&to=${iso(Date.now() + 60_000)}`;
+    for (let i = 0; i < 2; i++) {
+      const res = await get(url);
+      assert.equal(res.statusCode, 200);
+      assert.equal(cacheTier(res), undefined);
+    }
+  });
+
+  it("evicts fleet stats when a device changes status, and a device's stats when it is deleted", async () => {
+    const at = iso(Date.now() - 5 * HOUR);
+    await write([{ device: 'sc-3', ts: at, metrics: { temp: 1 } }, { device: 'sc-4', ts: at, metrics: { temp: 2 } }]);
+    const window = `metric=temp&bucket=1d&from=${iso(Date.now() - 10 * HOUR)}&to=${iso(Date.now() - 2 * HOUR)}`;
+    const fleetUrl = `/v1/stats?${window}&status=active`;
+    const before = count(await get(fleetUrl));
+    assert.equal(cacheTier(await get(fleetUrl)), 'l1');
+    assert.equal((await t.app.inject({ method: 'PATCH', url: '/v1/devices/sc-4', headers: bearer(key), payload: { status: 'inactive' } })).statusCode, 200);
+    const after = await get(fleetUrl);
+    assert.equal(cacheTier(after), 'miss');
+    assert.equal(count(after), before - 1);
+
+    const deviceUrl = `/v1/devices/sc-3/stats?${window}`;
+    assert.equal((await get(deviceUrl)).statusCode, 200);
+    assert.equal(cacheTier(await get(deviceUrl)), 'l1');
+    assert.equal((await t.app.inject({ method: 'DELETE', url: '/v1/devices/sc-3', headers: bearer(key) })).statusCode, 204);
+    assert.equal((await get(deviceUrl)).statusCode, 404);
+  });
+});
+
 describe('cache stampede', () => {
   let t: TestApp;
   let key: string;

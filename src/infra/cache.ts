@@ -14,8 +14,17 @@ import { renderBody, type Rendered } from '../http/rendered.ts';
  * with every write. Both are evicted when they change: the TTL only bounds how long an
  * entry missed by an eviction (see README, Caching) can live.
  */
-export type CacheKind = 'device' | 'devices' | 'latest' | 'dashboard';
-const DYNAMIC: Record<CacheKind, boolean> = { device: false, devices: false, latest: true, dashboard: true };
+export type CacheKind = 'device' | 'devices' | 'latest' | 'dashboard' | 'stats';
+const DYNAMIC: Record<CacheKind, boolean> = { device: false, devices: false, latest: true, dashboard: true, stats: false };
+
+/**
+ * Stats are cached only over closed time: an answer whose `to` is at least STATS_CLOSED_US
+ * old. A write holding a reading older than STATS_LATE_US evicts the stats of its device and
+ * its tenant's fleet; the margin between the two (30 min) absorbs clock skew between
+ * instances, so a late reading always evicts every answer it changes.
+ */
+export const STATS_CLOSED_US = 3_600e6;
+export const STATS_LATE_US = 1_800e6;
 export type CacheTier = 'l1' | 'l2' | 'miss';
 
 /** The cache as one request sees it: lookups record what they did, for Server-Timing and the stale header. */
@@ -107,8 +116,13 @@ const keys = {
   latest: (tenantId: number, device: string) => `${tenantId}:latest:${device}`,
   dashboard: (tenantId: number, status: string | null, since: string, limit: number) =>
     `${tenantId}:dashboard:${status ?? 'any'}:${since}:${limit}`,
+  /** A device's stats answer: query parameters joined (device last: it may contain ':'). */
+  deviceStats: (tenantId: number, query: string, device: string) => `${tenantId}:stats:d:${query}:${device}`,
+  fleetStats: (tenantId: number, query: string) => `${tenantId}:stats:f:${query}`,
   devicesTag: (tenantId: number) => `${tenantId}:devices`,
   dashboardTag: (tenantId: number) => `${tenantId}:dashboard`,
+  deviceStatsTag: (tenantId: number, device: string) => `${tenantId}:stats:${device}`,
+  fleetStatsTag: (tenantId: number) => `${tenantId}:fleet-stats`,
 };
 
 /**
@@ -280,15 +294,21 @@ export class PulseCache {
     return { value: env.v as T, at: env.at };
   }
 
-  /** After a commit wrote readings of `devices`: evicts their latest values and (debounced) the tenant's dashboards. */
-  async afterWrite(tenantId: number, devices: Iterable<string>, devicesCreated: boolean): Promise<void> {
+  /**
+   * After a commit wrote readings of `devices`: evicts their latest values and (debounced)
+   * the tenant's dashboards; `late`, the devices written a reading older than STATS_LATE_US,
+   * also their stats and the tenant's fleet stats.
+   */
+  async afterWrite(tenantId: number, devices: Iterable<string>, devicesCreated: boolean, late: Iterable<string> = []): Promise<void> {
     if (!this.bento) return;
     const latest = [...devices].map((d) => keys.latest(tenantId, d));
+    const lateTags = [...late].map((d) => keys.deviceStatsTag(tenantId, d));
     // in parallel: with Redis away, the answer waits for one REDIS_TIMEOUT_MS at most, not one per step
     await Promise.all([
       this.guard(() => this.deleteKeys('latest', latest)),
       devicesCreated ? this.guard(() => this.deleteTag('devices', keys.devicesTag(tenantId))) : null,
       this.guard(() => this.touchDashboard(tenantId)),
+      lateTags.length ? this.guard(() => this.deleteTags('stats', [...lateTags, keys.fleetStatsTag(tenantId)])) : null,
     ]);
   }
 
@@ -300,6 +320,8 @@ export class PulseCache {
       this.guard(() => this.deleteKeys('latest', [keys.latest(tenantId, device)])),
       this.guard(() => this.deleteTag('devices', keys.devicesTag(tenantId))),
       this.guard(() => this.deleteTag('dashboard', keys.dashboardTag(tenantId))),
+      // its stats (deleted with its readings) and the fleet's (membership, status)
+      this.guard(() => this.deleteTags('stats', [keys.deviceStatsTag(tenantId, device), keys.fleetStatsTag(tenantId)])),
     ]);
   }
 
@@ -342,9 +364,13 @@ export class PulseCache {
   }
 
   private async deleteTag(kind: CacheKind, tag: string) {
-    this.markInvalidated(tag);
-    await this.bento!.deleteByTag({ tags: [tag] });
-    this.metrics.cacheEvictions.inc({ kind, reason: 'invalidated' });
+    return this.deleteTags(kind, [tag]);
+  }
+
+  private async deleteTags(kind: CacheKind, tags: string[]) {
+    for (const t of tags) this.markInvalidated(t);
+    for (let i = 0; i < tags.length; i += DELETE_CHUNK) await this.bento!.deleteByTag({ tags: tags.slice(i, i + DELETE_CHUNK) });
+    this.metrics.cacheEvictions.inc({ kind, reason: 'invalidated' }, tags.length);
   }
 
   /** A committed write is never failed by the cache: L1 is evicted first and cannot fail; L2 and bus errors are logged. */

@@ -4,6 +4,7 @@ import type { Metrics } from '../../infra/metrics.ts';
 import { Problem, problem } from '../../http/errors.ts';
 import { commitBatch, deviceKey, DeviceIds, type CommitResult, type WriteRequest } from './commit.ts';
 import { MetricSets } from './metric-sets.ts';
+import { STATS_LATE_US } from '../../infra/cache.ts';
 
 export interface BatcherOptions {
   /** A flush starts once this many values are queued… */
@@ -17,8 +18,11 @@ export interface BatcherOptions {
   maxBufferBytes: number;
 }
 
-/** Per tenant: the devices a flush wrote to, and whether it may have created some. */
-export type WrittenDevices = Map<number, { devices: Set<string>; created: boolean }>;
+/**
+ * Per tenant: the devices a flush wrote to, whether it may have created some, and those
+ * written a reading older than STATS_LATE_US (cached stats over closed time change).
+ */
+export type WrittenDevices = Map<number, { devices: Set<string>; created: boolean; late: Set<string> }>;
 
 /** Runs after a flush commits and before its requests are answered (cache eviction). */
 export type AfterCommit = (written: WrittenDevices) => Promise<void>;
@@ -180,10 +184,14 @@ export class WriteBatcher {
    */
   private writtenDevices(batch: Pending[]): WrittenDevices {
     const byTenant: WrittenDevices = new Map();
+    const lateBefore = Date.now() * 1000 - STATS_LATE_US;
     for (const { req } of batch) {
       let t = byTenant.get(req.tenantId);
-      if (!t) byTenant.set(req.tenantId, (t = { devices: new Set(), created: false }));
-      for (const r of req.readings) t.devices.add(r.device);
+      if (!t) byTenant.set(req.tenantId, (t = { devices: new Set(), created: false, late: new Set() }));
+      for (const r of req.readings) {
+        t.devices.add(r.device);
+        if (r.ts < lateBefore) t.late.add(r.device);
+      }
     }
     for (const [tenantId, t] of byTenant) {
       for (const d of t.devices) {

@@ -26,7 +26,7 @@ export const batcherPlugin = fp(
       app.pulse.logger,
       // writes are acknowledged only after the cache entries they change are evicted
       app.cache.enabled
-        ? (written) => Promise.all([...written].map(([tenantId, w]) => app.cache.afterWrite(tenantId, w.devices, w.created))).then(() => {})
+        ? (written) => Promise.all([...written].map(([tenantId, w]) => app.cache.afterWrite(tenantId, w.devices, w.created, w.late))).then(() => {})
         : null,
     );
     app.decorate('batcher', batcher);

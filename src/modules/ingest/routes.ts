@@ -66,7 +66,8 @@ export const ingestRoutes: FastifyPluginAsyncTypebox = async (app) => {
       importsRunning++;
       try {
         const tenantId = req.auth.tenant_id;
-        const afterCommit = (devices: string[], created: boolean) => app.cache.afterWrite(tenantId, devices, created);
+        // imports are back-fills as a rule: every imported device's cached stats go too
+        const afterCommit = (devices: string[], created: boolean) => app.cache.afterWrite(tenantId, devices, created, devices);
         return await importReadings(database, req.auth, format, req.body as Readable, { ...opts, afterCommit });
       } finally {
         importsRunning--;

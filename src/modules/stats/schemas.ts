@@ -51,3 +51,5 @@ const series = {
 };
 export const DeviceStats = Type.Object({ device: DeviceId, ...series });
 export const FleetStats = Type.Object({ status: Type.String(), ...series });
+export type DeviceStats = Static<typeof DeviceStats>;
+export type FleetStats = Static<typeof FleetStats>;

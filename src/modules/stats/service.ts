@@ -1,11 +1,13 @@
+import { STATS_CLOSED_US, type RequestCache } from '../../infra/cache.ts';
 import type { Db } from '../../infra/db.ts';
+import type { Answer } from '../../http/rendered.ts';
 import { problem } from '../../http/errors.ts';
 import { formatUs, nowUs } from '../../lib/time.ts';
 import { parseTimestamp } from '../readings/timestamp.ts';
 import { readDone } from '../rollups/repository.ts';
 import { BUCKET_US, planRead, type BucketName } from './plan.ts';
 import * as repo from './repository.ts';
-import type { FleetStatsQuery, StatsQuery } from './schemas.ts';
+import type { DeviceStats, FleetStats, FleetStatsQuery, StatsQuery } from './schemas.ts';
 
 const BUCKET_INTERVAL = { '1m': '1 minute', '1h': '1 hour', '1d': '1 day' } as const;
 const MAX_BUCKETS = 10_000;
@@ -70,20 +72,45 @@ export class StatsService {
     return this.watermark.us;
   }
 
-  async device(db: Db, tenantId: number, device: string, q: StatsQuery) {
+  /**
+   * A device's stats. Answers over closed time (`to` at least STATS_CLOSED_US ago) are
+   * cached, rendered, until a late reading of the device evicts them (src/infra/cache.ts).
+   */
+  async device(db: Db, cache: RequestCache, tenantId: number, device: string, q: StatsQuery): Promise<Answer<DeviceStats>> {
     const { bucket, fromUs, toUs } = window(q);
-    const plan = planRead(fromUs, toUs, bucket, await this.done(db));
-    const rows = await repo.deviceStats(db, tenantId, device, q.metric, BUCKET_INTERVAL[bucket], plan);
-    if (!rows.length) throw problem('not-found', `No device '${device}'.`);
-    const buckets = rows.filter((r) => r.bucket_us !== null).map(toBucket);
-    return { device, metric: q.metric, bucket, from: formatUs(fromUs), to: formatUs(toUs), buckets };
+    const read = async () => {
+      const plan = planRead(fromUs, toUs, bucket, await this.done(db));
+      const rows = await repo.deviceStats(db, tenantId, device, q.metric, BUCKET_INTERVAL[bucket], plan);
+      if (!rows.length) return undefined;
+      const buckets = rows.filter((r) => r.bucket_us !== null).map(toBucket);
+      return { device, metric: q.metric, bucket, from: formatUs(fromUs), to: formatUs(toUs), buckets };
+    };
+    const notFound = () => problem('not-found', `No device '${device}'.`);
+    if (!closed(cache, toUs)) {
+      const value = await read();
+      if (!value) throw notFound();
+      return { value };
+    }
+    const key = cache.shared.keys.deviceStats(tenantId, JSON.stringify([q.metric, bucket, fromUs, toUs]), device);
+    const rendered = await cache.rendered('stats', key, read, undefined, [cache.shared.keys.deviceStatsTag(tenantId, device)]);
+    if (!rendered) throw notFound();
+    return { rendered };
   }
 
-  async fleet(db: Db, tenantId: number, q: FleetStatsQuery) {
+  /** Stats over the tenant's devices; cached over closed time as device stats are. */
+  async fleet(db: Db, cache: RequestCache, tenantId: number, q: FleetStatsQuery): Promise<Answer<FleetStats>> {
     const { bucket, fromUs, toUs } = window(q);
     const status = q.status ?? 'active';
-    const plan = planRead(fromUs, toUs, bucket, await this.done(db));
-    const rows = await repo.fleetStats(db, tenantId, status === 'any' ? null : status, q.metric, BUCKET_INTERVAL[bucket], plan);
-    return { status, metric: q.metric, bucket, from: formatUs(fromUs), to: formatUs(toUs), buckets: rows.map(toBucket) };
+    const read = async () => {
+      const plan = planRead(fromUs, toUs, bucket, await this.done(db));
+      const rows = await repo.fleetStats(db, tenantId, status === 'any' ? null : status, q.metric, BUCKET_INTERVAL[bucket], plan);
+      return { status, metric: q.metric, bucket, from: formatUs(fromUs), to: formatUs(toUs), buckets: rows.map(toBucket) };
+    };
+    if (!closed(cache, toUs)) return { value: await read() };
+    const key = cache.shared.keys.fleetStats(tenantId, JSON.stringify([status, q.metric, bucket, fromUs, toUs]));
+    return { rendered: (await cache.rendered('stats', key, read, undefined, [cache.shared.keys.fleetStatsTag(tenantId)]))! };
   }
 }
+
+/** Whether an answer ending at `toUs` may be cached: the cache is on and the time is closed. */
+const closed = (cache: RequestCache, toUs: number) => cache.shared.enabled && toUs <= nowUs() - STATS_CLOSED_US;
