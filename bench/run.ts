@@ -284,7 +284,14 @@ async function runScenario(
   const pulse = running.find((s) => s.kind === 'pulse');
   let bytes = 211;
   if (scenario.ceiling === 'json' && pulse) {
-    const probe = { latest: '/v1/devices/sensor-1/latest', dashboard: '/v1/readings/latest?status=active&since=1d&limit=100', range: '/v1/devices/sensor-1/readings?metric=temperature&limit=100' } as Record<string, string>;
+    const window = `metric=temperature&bucket=1h&from=${new Date(db.startUs / 1000).toISOString()}&to=${new Date(db.endUs / 1000).toISOString()}`;
+    const probe = {
+      latest: '/v1/devices/sensor-1/latest',
+      dashboard: '/v1/readings/latest?status=active&since=1d&limit=100',
+      range: '/v1/devices/sensor-1/readings?metric=temperature&limit=100',
+      stats: `/v1/devices/sensor-1/stats?${window}`,
+      'fleet-stats': `/v1/stats?${window}&status=active`,
+    } as Record<string, string>;
     if (probe[scenario.kind]) bytes = await responseBytes(pulse, probe[scenario.kind]!, db.key);
   }
   const runs = new Map<string, { loads: LoadResult[]; queries: number[]; hitRates: number[]; cpu: number[]; rss: number[]; dbCpu: number[] }>();

@@ -37,8 +37,8 @@ export const PULSE_VARIANTS: Record<string, Record<string, string>> = {
   'pulse (compression off)': { COMPRESS_RESPONSES: 'false' },
   // every read goes to the database: the cold cache
   'pulse (cache off)': { CACHE_ENABLED: 'false' },
-  // stats aggregate raw readings
-  'pulse (rollups off)': { ROLLUPS_ENABLED: 'false' },
+  // stats aggregate raw readings (and are not cached: the raw aggregation itself is measured)
+  'pulse (rollups and cache off)': { ROLLUPS_ENABLED: 'false', CACHE_ENABLED: 'false' },
 };
 
 function waitForLine(child: ChildProcess, pattern: RegExp, what: string, timeoutMs = 60_000): Promise<void> {
@@ -129,7 +129,8 @@ export async function startPulse(
   const child = spawn(process.execPath, [...profileArgs(), 'bin/pulse.mjs', 'serve', '--workers', String(workers)], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), LOG_LEVEL: 'warn', MIGRATE_ON_START: 'false', ...env },
+    // line protocol writes the metrics every other scenario reads (temperature, …), not `env.temperature`
+    env: { ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), LOG_LEVEL: 'warn', MIGRATE_ON_START: 'false', LP_METRIC_NAMING: 'field', ...env },
   });
   child.stdout!.resume();
   let stderr = '';

@@ -64,7 +64,9 @@ export function make(raw: unknown): RequestFn {
     path: `/v1/devices/${deviceName()}/readings?metric=temperature&limit=100`,
     headers: readHeaders,
   });
-  const statsPath = `metric=temperature&bucket=1h&from=${iso(args.startUs)}&to=${iso(args.endUs)}`;
+  // 30 days ending at least an hour ago: closed time, which pulse may cache (src/infra/cache.ts)
+  const statsToUs = Math.min(args.endUs, Date.now() * 1000 - 3_660e6);
+  const statsPath = `metric=temperature&bucket=1h&from=${iso(Math.max(args.startUs, statsToUs - 30 * 86_400e6))}&to=${iso(statsToUs)}`;
   const stats = (): GeneratedRequest => ({ method: 'GET', path: `/v1/devices/${deviceName()}/stats?${statsPath}`, headers: readHeaders });
   const fleetStats: GeneratedRequest = { method: 'GET', path: `/v1/stats?${statsPath}&status=active`, headers: readHeaders };
   const ingest = (i: number): GeneratedRequest => ({
