@@ -50,6 +50,7 @@ export const ConfigSchema = Type.Object({
   INGEST_BUFFER_MAX_VALUES: Int(500_000, 1, 100_000_000, 'Values queued or being written; past this, writes get 503 + Retry-After at once.'),
   INGEST_BUFFER_MAX_BYTES: Int(64 * 1024 * 1024, 1024, 8 * 1024 * 1024 * 1024, 'Request bytes queued or being written; past this, writes get 503 + Retry-After.'),
   IMPORT_CONCURRENCY: Int(2, 1, 64, 'Streaming NDJSON/CSV imports running at once per process (more: 503 + Retry-After).'),
+  IMPORT_SAVEPOINTS: Int(48, 0, 60, 'Chunks of an import COPYed under a savepoint (merged if the COPY hits a stored reading); later chunks are first probed for stored readings instead. Under 64: more subtransactions slow every other session while the import runs.'),
   LP_DEVICE_TAG: Str('device', 'InfluxDB line protocol: the tag whose value is the device id.'),
   LP_METRIC_NAMING: Type.Union([Type.Literal('measurement.field'), Type.Literal('field')], {
     default: 'measurement.field',

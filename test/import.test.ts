@@ -64,10 +64,10 @@ describe('streaming import (real server process)', () => {
     await db.drop();
   });
 
-  async function post(body: Readable | string, type: string, gzip = false) {
+  async function post(body: Readable | string, type: string, gzip = false, as = key) {
     const res = await fetch(`${server.url}/v1/readings`, {
       method: 'POST',
-      headers: { authorization: `Bearer ${key}`, 'content-type': type, ...(gzip ? { 'content-encoding': 'gzip' } : {}) },
+      headers: { authorization: `Bearer ${as}`, 'content-type': type, ...(gzip ? { 'content-encoding': 'gzip' } : {}) },
       body: typeof body === 'string' ? body : (Readable.toWeb(body) as ReadableStream),
       duplex: 'half',
     } as RequestInit);
@@ -152,6 +152,22 @@ describe('streaming import (real server process)', () => {
     const csv = await post('device,ts,a\nok-1,2026-10-01T00:00:00Z,1\nbad device,2026-10-01T00:00:00Z,2\n', 'text/csv');
     assert.equal(csv.status, 422);
     assert.equal(csv.json.line, 3);
+  });
+
+  it('answers an unknown device (auto-creation off) with 422 while the body is still streaming', async () => {
+    const strict = (await createKey(database.api, 'import-strict', ['write'])).key;
+    await db.pool.query(`update tenants set auto_create_devices = false where name = 'import-strict'`);
+    const before = await readingCount();
+    // The first batch already fails: the server answers, then drains the rest of the body.
+    // Were it left unread, the connection would stay open and the server could not shut
+    // down (the after hook checks that it exits 0).
+    const res = await post(generated(300_000, 'ndjson', () => {}), 'application/x-ndjson', false, strict);
+    assert.equal(res.status, 422, JSON.stringify(res.json));
+    assert.equal(res.json.type, '/problems/unknown-device');
+    assert.equal((res.json.devices as string[]).length, DEVICES);
+    assert.equal(await readingCount(), before);
+    assert.equal(Number((await db.pool.query(`select count(*)::int as n from devices d join tenants t on t.id = d.tenant_id where t.name = 'import-strict'`)).rows[0].n), 0);
+    assert.equal(server.child.exitCode, null, 'the server is still running');
   });
 
   it('answers 503 with Retry-After when the import slots are taken', async () => {

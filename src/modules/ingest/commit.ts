@@ -24,9 +24,13 @@ export const unknownDevices = (unknown: string[]) =>
     devices: unknown.slice(0, 100),
   });
 
-/** Device ids by deviceKey; missing devices are created where `creatable` says so. */
-async function resolveDevices(tx: Db, keys: Map<string, { tenantId: number; device: string }>, creatable: (k: string) => boolean) {
+/**
+ * Device ids by deviceKey; missing devices are created where `creatable` says so (`created`:
+ * whether this call created any). Devices neither found nor creatable are left out.
+ */
+export async function resolveDevices(tx: Db, keys: Map<string, { tenantId: number; device: string }>, creatable: (k: string) => boolean) {
   const ids = new Map<string, number>();
+  let created = false;
   const put = (rows: { id: number; tenant_id: number; external_id: string }[]) => {
     for (const r of rows) ids.set(deviceKey(r.tenant_id, r.external_id), r.id);
   };
@@ -35,11 +39,15 @@ async function resolveDevices(tx: Db, keys: Map<string, { tenantId: number; devi
   // insert only what is missing: ON CONFLICT still draws identity values, which a
   // blind upsert of every write would burn through
   let missing = [...keys.keys()].filter((k) => !ids.has(k) && creatable(k));
-  if (missing.length) put(await repo.insertDevices(tx, ...lists(missing)));
+  if (missing.length) {
+    const inserted = await repo.insertDevices(tx, ...lists(missing));
+    created = inserted.length > 0;
+    put(inserted);
+  }
   missing = missing.filter((k) => !ids.has(k));
   // created by a concurrent writer after this statement's snapshot: visible now
   if (missing.length) put(await repo.findDeviceIds(tx, ...lists(missing)));
-  return ids;
+  return { ids, created };
 }
 
 const MAX_CACHED_DEVICES = 200_000;
@@ -165,7 +173,7 @@ export async function commitBatch(
   }
   let resolved: { ids: Map<string, number>; sets: Map<string, number> } | null = null;
   const outcome = await db.tx(async (tx) => {
-    const ids = await resolveDevices(tx, devices, (k) => autoCreate.get(devices.get(k)!.tenantId)!);
+    const { ids } = await resolveDevices(tx, devices, (k) => autoCreate.get(devices.get(k)!.tenantId)!);
     const { outcome, shaped, latest } = shape(requests, ids);
     const sets = await metricSets.resolve(tx, new Set(shaped.map((r) => r.set)));
     if (shaped.length) await write(tx, shaped, latest, sets);

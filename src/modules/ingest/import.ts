@@ -1,20 +1,29 @@
-import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
-import copyStreams from 'pg-copy-streams';
-import { rollbackAndRelease, type Database } from '../../infra/db.ts';
+import type pg from 'pg';
+import { rollbackAndRelease, type Database, type Db } from '../../infra/db.ts';
 import { problem } from '../../http/errors.ts';
-import { formatUs } from '../../lib/time.ts';
 import type { KeyIdentity } from '../keys/repository.ts';
+import type { ReadingInput } from '../readings/types.ts';
 import { checkReading } from '../readings/validate.ts';
-import { markLateImportedSessions } from '../sessions/late.ts';
-import { unknownDevices } from './commit.ts';
+import { markLateSessionsInWindows } from '../sessions/late.ts';
+import { deviceKey, resolveDevices, unknownDevices } from './commit.ts';
 import * as repo from './import-repository.ts';
 import { ImportParseError } from './import-error.ts';
-import { namesLiteral } from './metric-sets.ts';
+import { MetricSets, namesLiteral } from './metric-sets.ts';
 import { parseCsv } from './csv.ts';
 import { parseNdjson } from './ndjson.ts';
 
 const BATCH = 5000;
+/**
+ * Rows per COPY at most. Each chunk is a subtransaction, and past 64 of them a
+ * transaction's subtransaction ids overflow the shared cache (other sessions' visibility
+ * checks then consult pg_subtrans): large chunks keep a million-row import under that,
+ * while the memory held stays a few MB and a chunk that must be merged stays cheap to redo.
+ * The first chunks are smaller (one batch, then doubling) so that COPY starts early.
+ */
+const CHUNK = 20_000;
+const HOUR_US = 3_600e6;
+const YIELD_EVERY = 1000;
 
 export interface ImportResult {
   readings: number;
@@ -25,16 +34,38 @@ export interface ImportResult {
 
 export interface ImportOptions {
   maxFutureSkewUs: number;
-  /** Runs after the import commits and before it is answered (cache eviction); `created`: devices may have been created. */
+  /** Chunks written under a savepoint before the import probes instead (IMPORT_SAVEPOINTS). */
+  maxSavepoints: number;
+  /** Runs after the import commits and before it is answered (cache eviction); `created`: the import created devices. */
   afterCommit?: (devices: string[], created: boolean) => Promise<void>;
 }
 
+/** What the import keeps per device: its id, the span it wrote, and the newest value per metric (for `latest`). */
+interface DeviceState {
+  id: number;
+  lo: number;
+  hi: number;
+  last: number;
+  newest: Map<string, { t: number; v: number }>;
+}
+
+/** Rows for one COPY, with their keys. */
+interface Chunk {
+  rows: repo.ReadingRows;
+  deviceIds: number[];
+  tsUs: number[];
+  /** Some device's ts did not increase: a (device, ts) may repeat within the chunk. */
+  unordered: boolean;
+}
+
+const newChunk = (): Chunk => ({ rows: new repo.ReadingRows(), deviceIds: [], tsUs: [], unordered: false });
+
 /**
  * Streams an NDJSON or CSV body into PostgreSQL in one transaction (all or nothing) in
- * constant memory: parsed readings are written with COPY into a temporary table as they
- * arrive (device names and metric names as text: no round trip while streaming), then
- * devices and metric sets are created set-based and the rows moved into readings with
- * one INSERT … SELECT that merges with readings already stored. Memory grows with the
+ * bounded memory. Each parsed batch gets its device and metric-set ids (cached for the
+ * import; missing ones are created set-based in the transaction), and each chunk of rows
+ * is COPYed (binary) straight into readings while the next one is parsed. A chunk that
+ * collides with stored readings is merged instead (ChunkWriter). Memory grows with the
  * number of distinct devices and (device, metric) pairs, never with the number of rows.
  */
 export async function importReadings(
@@ -48,76 +79,327 @@ export async function importReadings(
   const nowUs = Date.now() * 1000;
   const limits = { nowUs, maxFutureSkewUs: opts.maxFutureSkewUs };
   const parse = format === 'csv' ? parseCsv : parseNdjson;
-  const batches = parse(body, { batchSize: BATCH, nowUs, check: (r) => checkReading(r, limits) });
+  // a failed import drains the rest of a request body instead: destroying it mid-upload
+  // left the connection open (and the server unable to shut down) until the request timed out
+  const source = body instanceof Readable ? body.iterator({ destroyOnReturn: false }) : body;
+  const batches = parse(source, { batchSize: BATCH, nowUs, check: (r) => checkReading(r, limits) });
 
   const client = await database.pools.ingest.connect();
   const tx = database.bind(client, 'ingest');
-  // per device: the last ts seen (a ts not increasing means a (device, ts) may repeat)
-  const lastTs = new Map<string, number>();
-  // per (device, metric): the newest value, for `latest`
-  const newest = new Map<string, { device: string; metric: string; t: number; v: number }>();
-  let mayRepeat = false;
-  let readings = 0;
-  let values = 0;
-  let seq = 0;
-
-  async function* rows(): AsyncGenerator<string> {
-    for await (const batch of batches) {
-      const lines: string[] = new Array(batch.length);
-      for (let i = 0; i < batch.length; i++) {
-        const r = batch[i]!;
-        const prev = lastTs.get(r.device);
-        if (prev !== undefined && prev >= r.ts) mayRepeat = true;
-        lastTs.set(r.device, r.ts);
-        const names = Object.keys(r.metrics).sort();
-        for (const m of names) {
-          const k = `${r.device}\u0000${m}`;
-          const n = newest.get(k);
-          if (!n || n.t <= r.ts) newest.set(k, { device: r.device, metric: m, t: r.ts, v: r.metrics[m]! });
-        }
-        values += names.length;
-        // ids and names are validated to a charset that needs no COPY escaping
-        lines[i] = `${seq++}\t${r.device}\t${formatUs(r.ts)}\t${namesLiteral(names)}\t{${names.map((n) => r.metrics[n]).join(',')}}\n`;
-      }
-      readings += batch.length;
-      yield lines.join('');
-    }
-  }
-
+  // the chunk being written, while the loop parses the next: one connection, one statement at a time
+  let inflight: Promise<void> = Promise.resolve();
   try {
     await tx.query('begin', 'begin');
     // an import runs as long as its body streams: the API statement timeout is not for it
     await tx.query('import.no_timeout', 'set local statement_timeout = 0');
-    await repo.createStaging(tx);
-    await pipeline(Readable.from(rows()), client.query(copyStreams.from(repo.COPY_STAGING)));
+    // read once: a target that moves on during the import waits for it to end (src/modules/rollups/refresh.ts)
+    const writer = new ChunkWriter(database, client, tx, await repo.rollupPending(tx), opts.maxSavepoints);
+    const builder = new RowBuilder(tx, auth);
+    let chunk = newChunk();
+    let chunkRows = BATCH;
+    let readings = 0;
+    let values = 0;
 
-    const devices = [...lastTs.keys()];
-    if (auth.auto_create_devices) await repo.createMissingDevices(tx, auth.tenant_id);
-    else {
-      const unknown = await repo.unknownDevices(tx, auth.tenant_id);
-      if (unknown.length) throw unknownDevices(unknown);
+    for await (const batch of batches) {
+      const { names, literals } = builder.metricNames(batch);
+      if (builder.missing(batch, literals)) {
+        // a lookup needs the connection, and must not run inside a chunk's savepoint
+        await inflight;
+        await writer.leaveSavepoint();
+        await builder.resolve(batch, literals);
+      }
+      for (let i = 0; i < batch.length; i++) {
+        values += builder.append(chunk, batch[i]!, names[i]!, literals[i]!);
+        // the parser need not wait for I/O (a body already buffered): let the chunk in
+        // flight have its statements answered and its data sent while this one is built
+        if (i % YIELD_EVERY === YIELD_EVERY - 1) await new Promise(setImmediate);
+      }
+      readings += batch.length;
+      if (chunk.rows.count >= chunkRows) {
+        const full = chunk;
+        chunk = newChunk();
+        chunkRows = Math.min(CHUNK, chunkRows * 2);
+        await inflight;
+        inflight = writer.write(full);
+        inflight.catch(() => {}); // awaited before the next chunk or lookup
+      }
     }
-    await repo.createMissingMetricSets(tx);
-    if (mayRepeat) {
-      // the same (device, ts) more than once in this import: merge in arrival order, one
-      // rank at a time (INSERT … ON CONFLICT may touch a row only once per statement)
-      const ranks = await repo.rankRepeats(tx);
-      for (let rank = 1; rank <= ranks; rank++) await repo.moveRank(tx, auth.tenant_id, rank);
-    } else {
-      await repo.moveAll(tx, auth.tenant_id);
-    }
-    const latest = [...newest.values()];
-    await repo.upsertLatestByName(tx, auth.tenant_id, latest.map((l) => l.device), latest.map((l) => l.metric), latest.map((l) => l.t), latest.map((l) => l.v));
-    await markLateImportedSessions(tx, auth.tenant_id);
+    await inflight;
+    if (chunk.rows.count) await writer.write(chunk);
+
+    const devices = [...builder.devices.values()].sort((a, b) => a.id - b.id);
+    await upsertLatest(tx, devices);
+    await markLateSessionsInWindows(tx, auth.tenant_id, devices.map((d) => d.id), devices.map((d) => d.lo), devices.map((d) => d.hi));
     await tx.query('commit', 'commit');
     client.release();
-    await opts.afterCommit?.(devices, auth.auto_create_devices);
+    await opts.afterCommit?.([...builder.devices.keys()], builder.created);
     return { readings, values, devices: devices.length, seconds: (performance.now() - started) / 1000 };
   } catch (err) {
+    if (body instanceof Readable) body.resume();
+    await inflight.catch(() => {}); // the connection is free only once its COPY has ended
     await rollbackAndRelease(client);
     if (err instanceof ImportParseError) {
       throw problem('invalid-readings', `line ${err.line}: ${err.detail}; nothing was imported.`, { line: err.line });
     }
     throw err;
   }
+}
+
+async function upsertLatest(tx: Db, devices: DeviceState[]) {
+  const d: number[] = [];
+  const m: string[] = [];
+  const t: number[] = [];
+  const v: number[] = [];
+  for (const dev of devices) {
+    for (const name of [...dev.newest.keys()].sort()) {
+      const n = dev.newest.get(name)!;
+      d.push(dev.id);
+      m.push(name);
+      t.push(n.t);
+      v.push(n.v);
+    }
+  }
+  if (d.length) await repo.upsertLatest(tx, d, m, t, v);
+}
+
+/**
+ * Turns parsed readings into rows to COPY: device and metric-set ids by name, looked up
+ * once per import (unknown devices are created in the import's transaction when the
+ * tenant auto-creates them; otherwise the first batch naming one fails the import: 422,
+ * nothing written), and per device what the end of the import needs.
+ */
+class RowBuilder {
+  readonly devices = new Map<string, DeviceState>();
+  /** Whether this import created devices. */
+  created = false;
+  private readonly sets = new Map<string, number>();
+  private readonly metricSets = new MetricSets();
+  // the previous reading's metric names, as listed and sorted, and their set literal
+  private keys: string[] = [];
+  private sorted: string[] = [];
+  private literal = '';
+
+  constructor(
+    private readonly tx: Db,
+    private readonly auth: KeyIdentity,
+  ) {}
+
+  /**
+   * Each reading's sorted metric names and their set literal. Consecutive readings mostly
+   * list the same metrics in the same order: those share one array and literal.
+   */
+  metricNames(batch: ReadingInput[]): { names: string[][]; literals: string[] } {
+    const names: string[][] = new Array(batch.length);
+    const literals: string[] = new Array(batch.length);
+    for (let i = 0; i < batch.length; i++) {
+      const keys = Object.keys(batch[i]!.metrics);
+      if (!sameKeys(keys, this.keys)) {
+        this.keys = keys;
+        this.sorted = keys.length > 1 ? [...keys].sort() : keys;
+        this.literal = namesLiteral(this.sorted);
+      }
+      names[i] = this.sorted;
+      literals[i] = this.literal;
+    }
+    return { names, literals };
+  }
+
+  /** Whether a reading of the batch names a device or metric set (given as literals) not known yet. */
+  missing(batch: ReadingInput[], literals: string[]): boolean {
+    for (let i = 0; i < batch.length; i++) {
+      if (!this.devices.has(batch[i]!.device) || !this.sets.has(literals[i]!)) return true;
+    }
+    return false;
+  }
+
+  async resolve(batch: ReadingInput[], literals: string[]): Promise<void> {
+    const names = new Set<string>();
+    for (const r of batch) if (!this.devices.has(r.device)) names.add(r.device);
+    if (names.size) await this.resolveDevices([...names].sort());
+    const sets = new Set(literals.filter((l) => !this.sets.has(l)));
+    if (sets.size) for (const [lit, id] of await this.metricSets.resolve(this.tx, sets)) this.sets.set(lit, id);
+  }
+
+  private async resolveDevices(names: string[]) {
+    const tenantId = this.auth.tenant_id;
+    const keys = new Map(names.map((device) => [deviceKey(tenantId, device), { tenantId, device }]));
+    const { ids, created } = await resolveDevices(this.tx, keys, () => this.auth.auto_create_devices);
+    const unknown = names.filter((n) => !ids.has(deviceKey(tenantId, n)));
+    if (unknown.length) throw unknownDevices(unknown);
+    this.created ||= created;
+    for (const name of names) {
+      this.devices.set(name, { id: ids.get(deviceKey(tenantId, name))!, lo: Infinity, hi: -Infinity, last: -Infinity, newest: new Map() });
+    }
+  }
+
+  /** Adds the reading (its ids resolved; `names` its sorted metric names) to the chunk; returns its number of values. */
+  append(chunk: Chunk, r: ReadingInput, names: string[], literal: string): number {
+    const dev = this.devices.get(r.device)!;
+    const t = r.ts;
+    if (t <= dev.last) chunk.unordered = true;
+    dev.last = t;
+    if (t < dev.lo) dev.lo = t;
+    if (t > dev.hi) dev.hi = t;
+    for (const name of names) {
+      const v = r.metrics[name]!;
+      const n = dev.newest.get(name);
+      if (!n) dev.newest.set(name, { t, v });
+      else if (n.t <= t) {
+        n.t = t;
+        n.v = v;
+      }
+    }
+    chunk.rows.add(dev.id, t, this.sets.get(literal)!, names, r.metrics);
+    chunk.deviceIds.push(dev.id);
+    chunk.tsUs.push(t);
+    return names.length;
+  }
+}
+
+function sameKeys(a: string[], b: string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/**
+ * Writes chunks: a COPY straight into readings inside a savepoint; if a row is already
+ * stored (the import overlaps stored readings, or repeats one of its own earlier chunks),
+ * the savepoint is rolled back and the chunk merged through a staging table instead,
+ * later lines winning per metric. Each such chunk is a subtransaction with an id; past 64
+ * in one transaction PostgreSQL's per-backend cache of them overflows and every other
+ * session's visibility checks get slower while it runs. So after `maxSavepoints` chunks
+ * (48 by default: a million rows or so),
+ * a chunk is first checked for stored readings in its devices' spans instead (an index
+ * probe per device): merged if there are, COPYed without a savepoint if not. Then the
+ * chunk's late hours are marked for the rollups.
+ */
+class ChunkWriter {
+  private staging = false;
+  private savepointOpen = false;
+  private savepoints = 0;
+
+  constructor(
+    private readonly database: Database,
+    private readonly client: pg.PoolClient,
+    private readonly tx: Db,
+    private readonly pendingUs: number | null,
+    private readonly maxSavepoints: number,
+  ) {}
+
+  /**
+   * Writes the chunk, then opens the next chunk's savepoint already: its round trip
+   * overlaps the parsing of that chunk instead of delaying its COPY.
+   */
+  async write(chunk: Chunk): Promise<void> {
+    const ranks = chunk.unordered ? rankRepeats(chunk) : null;
+    if (this.savepoints >= this.maxSavepoints) {
+      if (ranks || (await this.stored(chunk))) await this.merge(chunk, ranks);
+      else await this.copyUnguarded(chunk);
+      await this.markLate(chunk);
+      return;
+    }
+    if (!this.savepointOpen) await repo.nextSavepoint(this.database, this.client, false);
+    this.savepointOpen = true;
+    this.savepoints++;
+    if (ranks || !(await this.copyDirect(chunk))) await this.merge(chunk, ranks);
+    await this.markLate(chunk);
+    if (this.savepoints < this.maxSavepoints) await repo.nextSavepoint(this.database, this.client, true);
+    else await this.leaveSavepoint();
+  }
+
+  /** Before devices or metric sets are created: a chunk rolled back must not take them along. */
+  async leaveSavepoint(): Promise<void> {
+    if (this.savepointOpen) await repo.releaseSavepoint(this.tx);
+    this.savepointOpen = false;
+  }
+
+  /** Whether readings are stored in the spans of the chunk's devices. */
+  private async stored(chunk: Chunk): Promise<boolean> {
+    const spans = new Map<number, [number, number]>();
+    for (let i = 0; i < chunk.deviceIds.length; i++) {
+      const d = chunk.deviceIds[i]!;
+      const t = chunk.tsUs[i]!;
+      const s = spans.get(d);
+      if (!s) spans.set(d, [t, t]);
+      else if (t < s[0]) s[0] = t;
+      else if (t > s[1]) s[1] = t;
+    }
+    const ids = [...spans.keys()];
+    return repo.storedInSpans(this.tx, ids, ids.map((d) => spans.get(d)![0]), ids.map((d) => spans.get(d)![1]));
+  }
+
+  /** A chunk checked free of stored rows; one written meanwhile by another transaction fails the import. */
+  private async copyUnguarded(chunk: Chunk): Promise<void> {
+    try {
+      await repo.copyIn(this.database, this.client, 'import.copy_readings', repo.COPY_READINGS, chunk.rows.data());
+    } catch (err) {
+      if ((err as { code?: string }).code !== '23505') throw err;
+      throw problem('conflict', 'Readings for the same devices and times were written while this import ran; nothing was imported. Retry: the import then merges with them.', {}, { cause: err });
+    }
+  }
+
+  /** false: a row of the chunk is already stored, and nothing of it was written. */
+  private async copyDirect(chunk: Chunk): Promise<boolean> {
+    try {
+      await repo.copyIn(this.database, this.client, 'import.copy_readings', repo.COPY_READINGS, chunk.rows.data());
+      return true;
+    } catch (err) {
+      if ((err as { code?: string }).code !== '23505') throw err;
+      await repo.rollbackToSavepoint(this.tx);
+      return false;
+    }
+  }
+
+  private async merge(chunk: Chunk, ranks: Ranks | null): Promise<void> {
+    if (this.staging) await repo.truncateStaging(this.tx);
+    else await repo.createStaging(this.tx);
+    this.staging = true;
+    if (ranks) await repo.copyIn(this.database, this.client, 'import.copy_staging', repo.COPY_STAGING_RANKED, chunk.rows.ranked(ranks.rank));
+    else await repo.copyIn(this.database, this.client, 'import.copy_staging', repo.COPY_STAGING, chunk.rows.data());
+    // INSERT … ON CONFLICT may touch a row only once per statement: one rank at a time
+    for (let rank = 1; rank <= (ranks?.max ?? 1); rank++) await repo.mergeRank(this.tx, rank);
+  }
+
+  /** The chunk's distinct (device, hour) pairs below the rollup watermark's target. */
+  private async markLate(chunk: Chunk): Promise<void> {
+    const pending = this.pendingUs;
+    if (pending === null) return;
+    const seen = new Set<string>();
+    const pairs: [number, number][] = [];
+    for (let i = 0; i < chunk.tsUs.length; i++) {
+      const t = chunk.tsUs[i]!;
+      if (t >= pending) continue;
+      const d = chunk.deviceIds[i]!;
+      const hour = Math.floor(t / HOUR_US) * HOUR_US;
+      const k = `${d}:${hour}`;
+      if (seen.has(k)) continue;
+      seen.add(k);
+      pairs.push([d, hour]);
+    }
+    if (!pairs.length) return;
+    pairs.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+    await repo.markLateHours(this.tx, pairs.map((p) => p[0]), pairs.map((p) => p[1]));
+  }
+}
+
+interface Ranks {
+  /** 1 for a (device, ts) first seen in the chunk, 2 for its first repeat, … */
+  rank: Int32Array;
+  max: number;
+}
+
+/** Ranks of the chunk's rows, or null when no (device, ts) repeats within it. */
+function rankRepeats(chunk: Chunk): Ranks | null {
+  const seen = new Map<string, number>();
+  const rank = new Int32Array(chunk.rows.count);
+  let max = 1;
+  for (let i = 0; i < rank.length; i++) {
+    const k = `${chunk.deviceIds[i]}:${chunk.tsUs[i]}`;
+    const r = (seen.get(k) ?? 0) + 1;
+    seen.set(k, r);
+    rank[i] = r;
+    if (r > max) max = r;
+  }
+  return max > 1 ? { rank, max } : null;
 }

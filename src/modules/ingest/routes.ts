@@ -18,7 +18,7 @@ const ImportResult = Type.Object({
 
 export const ingestRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { config, database } = app.pulse;
-  const opts = { maxFutureSkewUs: config.MAX_FUTURE_SKEW_S * 1e6 };
+  const opts = { maxFutureSkewUs: config.MAX_FUTURE_SKEW_S * 1e6, maxSavepoints: config.IMPORT_SAVEPOINTS };
   let importsRunning = 0;
 
   // bulk imports are streamed, never buffered: the parser gets the (decompressed) body stream

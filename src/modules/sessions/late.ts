@@ -38,16 +38,16 @@ export const LATE_SESSIONS_CTES = (windows: string) => `late_windows as (${windo
 const MARK = (windows: string) => `with ${LATE_SESSIONS_CTES(windows)} select (select n from late_jobs) as n`;
 
 /**
- * Late sessions of a streaming import, from its staging table (import_rows, device names of
- * one tenant). Skips the pass over the staged rows when the tenant has no completed session.
+ * Late sessions of a streaming import, from the time span it wrote per device (epoch µs,
+ * devices of one tenant). Skips the windows when the tenant has no completed session.
  */
-export async function markLateImportedSessions(tx: Db, tenantId: number): Promise<void> {
+export async function markLateSessionsInWindows(tx: Db, tenantId: number, deviceIds: number[], loUs: number[], hiUs: number[]): Promise<void> {
   await tx.query(
     'sessions.mark_late_import',
-    MARK(`select d.id as device_id, min(i.ts) as lo, max(i.ts) as hi
-            from import_rows i join devices d on d.tenant_id = $1::bigint and d.external_id = i.device
-           where exists (select 1 from sessions t where t.tenant_id = $1::bigint and t.status in ('completing', 'completed'))
-           group by d.id`),
-    [tenantId],
+    MARK(`select w.d as device_id, timestamptz 'epoch' + w.lo * interval '1 microsecond' as lo,
+                 timestamptz 'epoch' + w.hi * interval '1 microsecond' as hi
+            from unnest($2::int8[], $3::int8[], $4::int8[]) as w(d, lo, hi)
+           where exists (select 1 from sessions t where t.tenant_id = $1::bigint and t.status in ('completing', 'completed'))`),
+    [tenantId, deviceIds, loUs, hiUs],
   );
 }

@@ -1,0 +1,287 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { bearer, createTestApp, type TestApp } from './helpers/app.ts';
+
+const BASE = Date.UTC(2025, 5, 2);
+const HOUR = 3_600_000;
+
+type Line = { device: string; ts: number; metrics: Record<string, number> };
+const ndjson = (lines: Line[]) => `${lines.map((l) => JSON.stringify(l)).join('\n')}\n`;
+
+/**
+ * The import writes a chunk either with a COPY straight into readings or, when that COPY
+ * hits a stored row, through a staging table and a merging INSERT. Which one ran is read
+ * from the app's own per-statement metrics (every statement is counted by name).
+ */
+describe('streaming import: COPY into readings, merge on collision', () => {
+  let t: TestApp;
+  let key: string;
+  before(async () => {
+    t = await createTestApp();
+    key = await t.key('direct');
+  });
+  after(() => t.close());
+
+  const importNdjson = (body: string, k = key) =>
+    t.app.inject({ method: 'POST', url: '/v1/readings', headers: { ...bearer(k), 'content-type': 'application/x-ndjson' }, payload: body });
+
+  async function statementCounts(): Promise<Map<string, number>> {
+    const body = (await t.app.inject({ url: '/metrics' })).body;
+    const counts = new Map<string, number>();
+    for (const m of body.matchAll(/^pulse_db_query_duration_seconds_count\{([^}]*)\} (\d+)$/gm)) {
+      const labels = Object.fromEntries([...m[1]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
+      const k = `${labels.query}:${labels.outcome}`;
+      counts.set(k, (counts.get(k) ?? 0) + Number(m[2]));
+    }
+    return counts;
+  }
+  /** Statements run by `fn`, by `name:outcome`. */
+  async function statementsOf(fn: () => Promise<void>) {
+    const before = await statementCounts();
+    await fn();
+    const after = await statementCounts();
+    return (k: string) => (after.get(k) ?? 0) - (before.get(k) ?? 0);
+  }
+
+  /** A device's stored readings as lines (metric names → values), oldest first. */
+  async function rowsOf(device: string) {
+    const { rows } = await t.db.pool.query(
+      `select (extract(epoch from r.ts) * 1000)::float8 as ts, m.names, r.vals
+         from readings r join metric_sets m on m.id = r.metric_set join devices d on d.id = r.device_id
+        where d.external_id = $1 order by r.ts`,
+      [device],
+    );
+    return rows.map((r: { ts: number; names: string[]; vals: number[] }) => ({ ts: r.ts, metrics: Object.fromEntries(r.names.map((n, i) => [n, r.vals[i]])) }));
+  }
+  async function latestOf(device: string) {
+    const { rows } = await t.db.pool.query(
+      `select l.metric, l.value, (extract(epoch from l.ts) * 1000)::float8 as ts from latest l join devices d on d.id = l.device_id
+        where d.external_id = $1 order by l.metric`,
+      [device],
+    );
+    return rows;
+  }
+  const count = async (sql: string, params: unknown[] = []) => Number((await t.db.pool.query(sql, params)).rows[0].n);
+
+  it('COPYs a new import straight into readings, in several chunks, with no staging or merge', async () => {
+    const lines: Line[] = Array.from({ length: 30_000 }, (_, i) => ({
+      device: `direct-${i % 50}`,
+      ts: BASE + Math.floor(i / 50) * 1000,
+      metrics: { t: i, h: i % 7 },
+    }));
+    let res!: Awaited<ReturnType<typeof importNdjson>>;
+    const ran = await statementsOf(async () => {
+      res = await importNdjson(ndjson(lines));
+    });
+    assert.equal(res.statusCode, 200, res.body);
+    assert.deepEqual({ ...(res.json() as object), seconds: 0 }, { readings: 30_000, values: 60_000, devices: 50, seconds: 0 });
+    assert.ok(ran('import.copy_readings:ok') >= 2, `several chunks COPYed into readings (${ran('import.copy_readings:ok')})`);
+    assert.equal(ran('import.copy_readings:error'), 0);
+    assert.equal(ran('import.copy_staging:ok'), 0, 'nothing staged');
+    assert.equal(ran('import.merge_chunk:ok'), 0, 'nothing merged');
+
+    assert.equal(await count(`select count(*) as n from readings r join devices d on d.id = r.device_id where d.external_id like 'direct-%'`), 30_000);
+    assert.equal(
+      await count(`select sum(r.vals[2])::int8 as n from readings r join devices d on d.id = r.device_id where d.external_id like 'direct-%'`),
+      (30_000 * 29_999) / 2,
+      'every value of t stored (names sort as {h,t})',
+    );
+    const last = lines[lines.length - 1]!;
+    assert.deepEqual(await latestOf(last.device), [
+      { metric: 'h', value: last.metrics.h, ts: last.ts },
+      { metric: 't', value: last.metrics.t, ts: last.ts },
+    ]);
+  });
+
+  it('stores times and values exactly (binary COPY): µs, before 2000, float extremes', async () => {
+    const body = [
+      '{"device":"exact-1","ts":"1970-01-01T00:00:00.000001Z","metrics":{"a":0.30000000000000004,"b":-0}}',
+      '{"device":"exact-1","ts":"1999-12-31T23:59:59.999999Z","metrics":{"a":1e300,"b":5e-324}}',
+      '{"device":"exact-1","ts":"2000-01-01T00:00:00Z","metrics":{"a":-2.5,"b":9007199254740993}}',
+      '{"device":"exact-1","ts":"2025-06-02T12:34:56.789012Z","metrics":{"a":-1.7976931348623157e308}}',
+    ].join('\n');
+    const res = await importNdjson(body);
+    assert.equal(res.statusCode, 200, res.body);
+    const { rows } = await t.db.pool.query(
+      `select (extract(epoch from r.ts) * 1000000)::int8::text as us, m.names, r.vals, r.vals::text as text
+         from readings r join metric_sets m on m.id = r.metric_set join devices d on d.id = r.device_id
+        where d.external_id = 'exact-1' order by r.ts`,
+    );
+    assert.deepEqual(
+      rows.map((r: { us: string; names: string[]; vals: number[] }) => ({ us: r.us, names: r.names, vals: r.vals })),
+      [
+        { us: '1', names: ['a', 'b'], vals: [0.30000000000000004, 0] },
+        { us: '946684799999999', names: ['a', 'b'], vals: [1e300, 5e-324] },
+        { us: '946684800000000', names: ['a', 'b'], vals: [-2.5, 9007199254740992] },
+        { us: String(Date.UTC(2025, 5, 2, 12, 34, 56, 789) * 1000 + 12), names: ['a'], vals: [-1.7976931348623157e308] },
+      ],
+    );
+    assert.equal(rows[0].text, '{0.30000000000000004,0}', 'not -0');
+  });
+
+  it('merges an import that overlaps stored readings, per metric, through the chunk fallback', async () => {
+    const stored = await t.app.inject({
+      method: 'POST',
+      url: '/v1/readings',
+      headers: bearer(key),
+      payload: [
+        { device: 'ov-1', ts: BASE, metrics: { a: 1, b: 2 } },
+        { device: 'ov-1', ts: BASE + 1000, metrics: { a: 5 } },
+      ],
+    });
+    assert.equal(stored.statusCode, 200, stored.body);
+    const lines: Line[] = Array.from({ length: 12_000 }, (_, i) => ({ device: 'ov-2', ts: BASE + i * 1000, metrics: { x: i } }));
+    // the overlapping line sits in a later chunk than the first: earlier chunks stay direct
+    lines[8000] = { device: 'ov-1', ts: BASE, metrics: { b: 20, c: 30 } };
+    lines[8001] = { device: 'ov-1', ts: BASE + 2000, metrics: { a: 7 } };
+    let res!: Awaited<ReturnType<typeof importNdjson>>;
+    const ran = await statementsOf(async () => {
+      res = await importNdjson(ndjson(lines));
+    });
+    assert.equal(res.statusCode, 200, res.body);
+    assert.ok(ran('import.copy_readings:error') >= 1, 'a COPY hit the stored reading');
+    assert.ok(ran('import.merge_chunk:ok') >= 1, 'that chunk was merged');
+    assert.ok(ran('import.copy_readings:ok') >= 1, 'the other chunks were COPYed');
+
+    assert.deepEqual(await rowsOf('ov-1'), [
+      { ts: BASE, metrics: { a: 1, b: 20, c: 30 } },
+      { ts: BASE + 1000, metrics: { a: 5 } },
+      { ts: BASE + 2000, metrics: { a: 7 } },
+    ]);
+    const ov2 = await rowsOf('ov-2');
+    assert.equal(ov2.length, 11_998);
+    assert.deepEqual(ov2[0], { ts: BASE, metrics: { x: 0 } });
+    assert.deepEqual(ov2[ov2.length - 1], { ts: BASE + 11_999_000, metrics: { x: 11_999 } });
+    assert.deepEqual(await latestOf('ov-1'), [
+      { metric: 'a', value: 7, ts: BASE + 2000 },
+      { metric: 'b', value: 20, ts: BASE },
+      { metric: 'c', value: 30, ts: BASE },
+    ]);
+  });
+
+  it('merges a (device, ts) that the import repeats, across chunks and within one, the later line winning per metric', async () => {
+    const T = BASE + 5 * HOUR;
+    const lines: Line[] = Array.from({ length: 30_000 }, (_, i) => ({ device: `rp-${i % 10}`, ts: BASE + i * 1000, metrics: { v: i } }));
+    lines[0] = { device: 'rp-dup', ts: T, metrics: { a: 1, b: 2 } };
+    lines[12_000] = { device: 'rp-dup', ts: T, metrics: { b: 3 } };
+    lines[24_000] = { device: 'rp-dup', ts: T, metrics: { a: 4 } };
+    lines[24_001] = { device: 'rp-dup', ts: T, metrics: { c: 5 } };
+    lines[24_002] = { device: 'rp-dup', ts: T + 1000, metrics: { a: 6 } };
+    lines[29_999] = { device: 'rp-dup', ts: T + 1000, metrics: { a: 8 } };
+    const res = await importNdjson(ndjson(lines));
+    assert.equal(res.statusCode, 200, res.body);
+    assert.deepEqual({ ...(res.json() as object), seconds: 0 }, { readings: 30_000, values: 30_001, devices: 11, seconds: 0 });
+    assert.deepEqual(await rowsOf('rp-dup'), [
+      { ts: T, metrics: { a: 4, b: 3, c: 5 } },
+      { ts: T + 1000, metrics: { a: 8 } },
+    ]);
+    assert.deepEqual(await latestOf('rp-dup'), [
+      { metric: 'a', value: 8, ts: T + 1000 },
+      { metric: 'b', value: 3, ts: T },
+      { metric: 'c', value: 5, ts: T },
+    ]);
+    assert.equal(await count(`select count(*) as n from readings r join devices d on d.id = r.device_id where d.external_id like 'rp-%'`), 30_000 - 4);
+  });
+
+  it('fails with 422 and writes nothing when a device is unknown and auto-creation is off', async () => {
+    const admin = await t.key('strict-import');
+    await t.db.pool.query(`update tenants set auto_create_devices = false where name = 'strict-import'`);
+    assert.equal((await t.app.inject({ method: 'POST', url: '/v1/devices', headers: bearer(admin), payload: { id: 'known-1' } })).statusCode, 201);
+    // the first chunk only names the known device: it is written before the unknown ones show up
+    const lines: Line[] = Array.from({ length: 9000 }, (_, i) => ({ device: 'known-1', ts: BASE + i * 1000, metrics: { a: i } }));
+    lines[7000] = { device: 'ghost-2', ts: BASE, metrics: { a: 1 } };
+    lines[7001] = { device: 'ghost-1', ts: BASE, metrics: { a: 1 } };
+    const res = await importNdjson(ndjson(lines), admin);
+    assert.equal(res.statusCode, 422, res.body);
+    assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
+    assert.equal(res.json().type, '/problems/unknown-device');
+    assert.deepEqual(res.json().devices, ['ghost-1', 'ghost-2']);
+    const tenant = `(select id from tenants where name = 'strict-import')`;
+    assert.equal(await count(`select count(*) as n from readings r join devices d on d.id = r.device_id where d.tenant_id = ${tenant}`), 0);
+    assert.equal(await count(`select count(*) as n from latest l join devices d on d.id = l.device_id where d.tenant_id = ${tenant}`), 0);
+    assert.equal(await count(`select count(*) as n from devices where tenant_id = ${tenant}`), 1);
+  });
+
+  it('marks the hours of rows below the rollup watermark as dirty, in direct and merged chunks', async () => {
+    const pending = BASE + 48 * HOUR;
+    await t.db.pool.query(`update rollup_watermark set pending = to_timestamp($1::float8 / 1000), done = to_timestamp($1::float8 / 1000), pending_at = now()`, [pending]);
+    try {
+      // a stored row makes the chunk holding its repeat go through the merge path
+      const stored = await t.app.inject({ method: 'POST', url: '/v1/readings', headers: bearer(key), payload: [{ device: 'late-3', ts: pending - 5 * HOUR, metrics: { a: 1 } }] });
+      assert.equal(stored.statusCode, 200, stored.body);
+      await t.db.pool.query(`delete from rollup_dirty where device_id in (select id from devices where external_id like 'late-%')`);
+
+      const lines: Line[] = Array.from({ length: 9000 }, (_, i) => ({ device: 'late-1', ts: pending - 3 * HOUR + i * 2400, metrics: { a: i } }));
+      lines[6000] = { device: 'late-2', ts: pending - HOUR / 2, metrics: { a: 1 } };
+      lines[6001] = { device: 'late-3', ts: pending - 5 * HOUR, metrics: { b: 2 } };
+      lines[6002] = { device: 'late-3', ts: pending + HOUR, metrics: { b: 3 } };
+      let res!: Awaited<ReturnType<typeof importNdjson>>;
+      const ran = await statementsOf(async () => {
+        res = await importNdjson(ndjson(lines));
+      });
+      assert.equal(res.statusCode, 200, res.body);
+      assert.ok(ran('import.merge_chunk:ok') >= 1 && ran('import.copy_readings:ok') >= 1, 'both paths were taken');
+
+      const { rows } = await t.db.pool.query(
+        `select d.external_id as device, (extract(epoch from r.hour) * 1000)::float8 as hour
+           from rollup_dirty r join devices d on d.id = r.device_id where d.external_id like 'late-%' order by 1, 2`,
+      );
+      assert.deepEqual(rows, [
+        { device: 'late-1', hour: pending - 3 * HOUR },
+        { device: 'late-1', hour: pending - 2 * HOUR },
+        { device: 'late-1', hour: pending - HOUR },
+        { device: 'late-2', hour: pending - HOUR },
+        { device: 'late-3', hour: pending - 5 * HOUR },
+      ]);
+      assert.deepEqual(await rowsOf('late-3'), [
+        { ts: pending - 5 * HOUR, metrics: { a: 1, b: 2 } },
+        { ts: pending + HOUR, metrics: { b: 3 } },
+      ]);
+    } finally {
+      await t.db.pool.query(`update rollup_watermark set pending = null, done = null, pending_at = null`);
+      await t.db.pool.query(`delete from rollup_dirty`);
+    }
+  });
+});
+
+describe('streaming import past its savepoints (IMPORT_SAVEPOINTS=0): chunks probed for stored readings', () => {
+  let t: TestApp;
+  let key: string;
+  before(async () => {
+    t = await createTestApp({ IMPORT_SAVEPOINTS: 0 });
+    key = await t.key('probed');
+  });
+  after(() => t.close());
+
+  const importNdjson = (body: string) =>
+    t.app.inject({ method: 'POST', url: '/v1/readings', headers: { ...bearer(key), 'content-type': 'application/x-ndjson' }, payload: body });
+  const ran = async () => {
+    const counts = new Map<string, number>();
+    const body = (await t.app.inject({ url: '/metrics' })).body;
+    for (const m of body.matchAll(/^pulse_db_query_duration_seconds_count\{query="([^"]+)",[^}]*outcome="ok"\} (\d+)$/gm)) {
+      counts.set(m[1]!, (counts.get(m[1]!) ?? 0) + Number(m[2]));
+    }
+    return counts;
+  };
+
+  it('COPYs chunks with no stored readings in their spans and merges the others, with no savepoint', async () => {
+    const stored = await t.app.inject({ method: 'POST', url: '/v1/readings', headers: bearer(key), payload: [{ device: 'pr-1', ts: BASE, metrics: { a: 1, b: 2 } }] });
+    assert.equal(stored.statusCode, 200, stored.body);
+    const lines: Line[] = Array.from({ length: 12_000 }, (_, i) => ({ device: 'pr-2', ts: BASE + i * 1000, metrics: { x: i } }));
+    lines[9000] = { device: 'pr-1', ts: BASE, metrics: { b: 20 } };
+    const before = await ran();
+    const res = await importNdjson(ndjson(lines));
+    assert.equal(res.statusCode, 200, res.body);
+    const after = await ran();
+    const delta = (k: string) => (after.get(k) ?? 0) - (before.get(k) ?? 0);
+    assert.ok(delta('import.stored_in_spans') >= 2, 'every chunk probed');
+    assert.ok(delta('import.copy_readings') >= 1, 'a chunk free of stored readings COPYed');
+    assert.ok(delta('import.merge_chunk') >= 1, 'the chunk with a stored reading merged');
+    assert.equal(delta('import.savepoint'), 0, 'no savepoint');
+    const { rows } = await t.db.pool.query(
+      `select m.names, r.vals from readings r join metric_sets m on m.id = r.metric_set join devices d on d.id = r.device_id where d.external_id = 'pr-1'`,
+    );
+    assert.deepEqual(rows, [{ names: ['a', 'b'], vals: [1, 20] }]);
+    assert.equal(Number((await t.db.pool.query(`select count(*) as n from readings r join devices d on d.id = r.device_id where d.external_id = 'pr-2'`)).rows[0].n), 11_999);
+  });
+});
