@@ -47,6 +47,7 @@ export const ConfigSchema = Type.Object({
   INGEST_BATCH_MAX_VALUES: Int(20_000, 1, 1_000_000, 'Group commit: a flush starts once this many values are queued…'),
   INGEST_BATCH_MAX_WAIT_MS: Int(0, 0, 10_000, '…or this long after the oldest queued write (0: as soon as a flush slot is free).'),
   INGEST_FLUSH_CONCURRENCY: Int(1, 1, 64, 'Group-commit flushes in flight at once (each holds an ingest connection).'),
+  INGEST_DIRECT_MIN_READINGS: Int(1000, 0, 1_000_000, 'A JSON or line-protocol request with at least this many readings is written by COPY in a transaction of its own, as imports are, instead of joining the group commit. 0: never.'),
   INGEST_BUFFER_MAX_VALUES: Int(500_000, 1, 100_000_000, 'Values queued or being written; past this, writes get 503 + Retry-After at once.'),
   INGEST_BUFFER_MAX_BYTES: Int(64 * 1024 * 1024, 1024, 8 * 1024 * 1024 * 1024, 'Request bytes queued or being written; past this, writes get 503 + Retry-After.'),
   IMPORT_CONCURRENCY: Int(2, 1, 64, 'Streaming NDJSON/CSV imports running at once per process (more: 503 + Retry-After).'),

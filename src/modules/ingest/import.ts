@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import type pg from 'pg';
+import { STATS_LATE_US } from '../../infra/cache.ts';
 import { rollbackAndRelease, type Database, type Db } from '../../infra/db.ts';
 import { problem } from '../../http/errors.ts';
 import type { KeyIdentity } from '../keys/repository.ts';
@@ -36,8 +37,11 @@ export interface ImportOptions {
   maxFutureSkewUs: number;
   /** Chunks written under a savepoint before the import probes instead (IMPORT_SAVEPOINTS). */
   maxSavepoints: number;
-  /** Runs after the import commits and before it is answered (cache eviction); `created`: the import created devices. */
-  afterCommit?: (devices: string[], created: boolean) => Promise<void>;
+  /**
+   * Runs after the import commits and before it is answered (cache eviction); `created`:
+   * it created devices; `late`: devices it wrote a reading older than STATS_LATE_US.
+   */
+  afterCommit?: (devices: string[], created: boolean, late: string[]) => Promise<void>;
 }
 
 /** What the import keeps per device: its id, the span it wrote, and the newest value per metric (for `latest`). */
@@ -75,7 +79,6 @@ export async function importReadings(
   body: AsyncIterable<Buffer>,
   opts: ImportOptions,
 ): Promise<ImportResult> {
-  const started = performance.now();
   const nowUs = Date.now() * 1000;
   const limits = { nowUs, maxFutureSkewUs: opts.maxFutureSkewUs };
   const parse = format === 'csv' ? parseCsv : parseNdjson;
@@ -83,7 +86,29 @@ export async function importReadings(
   // left the connection open (and the server unable to shut down) until the request timed out
   const source = body instanceof Readable ? body.iterator({ destroyOnReturn: false }) : body;
   const batches = parse(source, { batchSize: BATCH, nowUs, check: (r) => checkReading(r, limits) });
+  try {
+    return await writeDirect(database, auth, batches, opts);
+  } catch (err) {
+    if (body instanceof Readable) body.resume();
+    if (err instanceof ImportParseError) {
+      throw problem('invalid-readings', `line ${err.line}: ${err.detail}; nothing was imported.`, { line: err.line });
+    }
+    throw err;
+  }
+}
 
+/**
+ * Writes batches of checked readings as an import does (above): one transaction, chunks
+ * COPYed into readings. Also the path of large JSON and line-protocol requests, whose
+ * readings are already parsed (INGEST_DIRECT_MIN_READINGS).
+ */
+export async function writeDirect(
+  database: Database,
+  auth: KeyIdentity,
+  batches: AsyncIterable<ReadingInput[]> | Iterable<ReadingInput[]>,
+  opts: ImportOptions,
+): Promise<ImportResult> {
+  const started = performance.now();
   const client = await database.pools.ingest.connect();
   const tx = database.bind(client, 'ingest');
   // the chunk being written, while the loop parses the next: one connection, one statement at a time
@@ -132,15 +157,13 @@ export async function importReadings(
     await markLateSessionsInWindows(tx, auth.tenant_id, devices.map((d) => d.id), devices.map((d) => d.lo), devices.map((d) => d.hi));
     await tx.query('commit', 'commit');
     client.release();
-    await opts.afterCommit?.([...builder.devices.keys()], builder.created);
+    const lateBefore = Date.now() * 1000 - STATS_LATE_US;
+    const late = [...builder.devices].filter(([, d]) => d.lo < lateBefore).map(([name]) => name);
+    await opts.afterCommit?.([...builder.devices.keys()], builder.created, late);
     return { readings, values, devices: devices.length, seconds: (performance.now() - started) / 1000 };
   } catch (err) {
-    if (body instanceof Readable) body.resume();
     await inflight.catch(() => {}); // the connection is free only once its COPY has ended
     await rollbackAndRelease(client);
-    if (err instanceof ImportParseError) {
-      throw problem('invalid-readings', `line ${err.line}: ${err.detail}; nothing was imported.`, { line: err.line });
-    }
     throw err;
   }
 }

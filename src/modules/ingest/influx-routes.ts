@@ -3,7 +3,7 @@ import { Type } from 'typebox';
 import { problem } from '../../http/errors.ts';
 import { problemResponses } from '../../http/schemas.ts';
 import { LineProtocolError, parseLineProtocol, type Precision } from './line-protocol.ts';
-import { writeReadings } from './service.ts';
+import { ingestOptions, writeReadings } from './service.ts';
 
 const PrecisionQuery = Type.Optional(
   Type.Union([Type.Literal('ns'), Type.Literal('us'), Type.Literal('ms'), Type.Literal('s'), Type.Literal('n'), Type.Literal('u')], {
@@ -26,7 +26,7 @@ const V2Query = Type.Object({
  */
 export const influxRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { config } = app.pulse;
-  const opts = { maxFutureSkewUs: config.MAX_FUTURE_SKEW_S * 1e6 };
+  const opts = ingestOptions(app);
 
   // line protocol arrives as text/plain from clients and as a form type from `curl -d`:
   // in this context every body is text

@@ -5,7 +5,7 @@ import { problem } from '../../http/errors.ts';
 import { problemResponses } from '../../http/schemas.ts';
 import { WriteBody, WriteResult } from '../readings/schemas.ts';
 import { importReadings } from './import.ts';
-import { fromJson, writeReadings } from './service.ts';
+import { fromJson, ingestOptions, writeReadings } from './service.ts';
 
 const STREAM_TYPES = { 'application/x-ndjson': 'ndjson', 'text/csv': 'csv' } as const;
 
@@ -18,7 +18,7 @@ const ImportResult = Type.Object({
 
 export const ingestRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { config, database } = app.pulse;
-  const opts = { maxFutureSkewUs: config.MAX_FUTURE_SKEW_S * 1e6, maxSavepoints: config.IMPORT_SAVEPOINTS };
+  const opts = ingestOptions(app);
   let importsRunning = 0;
 
   // bulk imports are streamed, never buffered: the parser gets the (decompressed) body stream
@@ -66,8 +66,7 @@ export const ingestRoutes: FastifyPluginAsyncTypebox = async (app) => {
       importsRunning++;
       try {
         const tenantId = req.auth.tenant_id;
-        // imports are back-fills as a rule: every imported device's cached stats go too
-        const afterCommit = (devices: string[], created: boolean) => app.cache.afterWrite(tenantId, devices, created, devices);
+        const afterCommit = (devices: string[], created: boolean, late: string[]) => app.cache.afterWrite(tenantId, devices, created, late);
         return await importReadings(database, req.auth, format, req.body as Readable, { ...opts, afterCommit });
       } finally {
         importsRunning--;

@@ -6,9 +6,29 @@ import { checkReadings } from '../readings/validate.ts';
 import type { WriteBody } from '../readings/schemas.ts';
 import type { WriteBatcher } from './batcher.ts';
 import type { CommitResult } from './commit.ts';
+import { writeDirect } from './import.ts';
+import type { FastifyInstance } from 'fastify';
 
 export interface IngestOptions {
   maxFutureSkewUs: number;
+  /** Chunks of a direct write under a savepoint (IMPORT_SAVEPOINTS). */
+  maxSavepoints: number;
+  /** Requests with at least this many readings are written directly (0: never). */
+  directMinReadings: number;
+  /** The direct path: COPY in a transaction of the request's own (src/modules/ingest/import.ts). */
+  direct: ((auth: KeyIdentity, readings: ReadingInput[]) => Promise<CommitResult>) | null;
+}
+
+/** The ingest options of an app: limits, and the direct path with its cache eviction. */
+export function ingestOptions(app: FastifyInstance): IngestOptions {
+  const { config, database } = app.pulse;
+  const base = { maxFutureSkewUs: config.MAX_FUTURE_SKEW_S * 1e6, maxSavepoints: config.IMPORT_SAVEPOINTS, directMinReadings: config.INGEST_DIRECT_MIN_READINGS };
+  const direct = async (auth: KeyIdentity, readings: ReadingInput[]): Promise<CommitResult> => {
+    const afterCommit = (devices: string[], created: boolean, late: string[]) => app.cache.afterWrite(auth.tenant_id, devices, created, late);
+    const { readings: n, values, devices } = await writeDirect(database, auth, [readings], { ...base, afterCommit });
+    return { readings: n, values, devices };
+  };
+  return { ...base, direct: config.INGEST_DIRECT_MIN_READINGS > 0 ? direct : null };
 }
 
 const invalid = (errors: { index: number; detail: string }[]) =>
@@ -32,8 +52,9 @@ export function fromJson(body: WriteBody, nowUs: number): ReadingInput[] {
 }
 
 /**
- * Validates one request's readings, then hands them to the group-commit batcher; resolves
- * after the transaction holding them commits (ack means durable). All or nothing.
+ * Validates one request's readings, then hands them to the group-commit batcher (or, when
+ * they are many, writes them directly); resolves after the transaction holding them
+ * commits (ack means durable). All or nothing.
  */
 export async function writeReadings(
   batcher: WriteBatcher,
@@ -44,5 +65,7 @@ export async function writeReadings(
 ): Promise<CommitResult> {
   const errors = checkReadings(readings, { nowUs: Date.now() * 1000, maxFutureSkewUs: opts.maxFutureSkewUs });
   if (errors.length) throw invalid(errors);
+  // a large request gains nothing from sharing a transaction, and COPY writes it faster
+  if (opts.direct && readings.length >= opts.directMinReadings) return opts.direct(auth, readings);
   return batcher.submit({ tenantId: auth.tenant_id, autoCreate: auth.auto_create_devices, readings }, bytes);
 }
