@@ -285,3 +285,48 @@ describe('streaming import past its savepoints (IMPORT_SAVEPOINTS=0): chunks pro
     assert.equal(Number((await t.db.pool.query(`select count(*) as n from readings r join devices d on d.id = r.device_id where d.external_id = 'pr-2'`)).rows[0].n), 11_999);
   });
 });
+
+describe('large JSON and line-protocol requests take the direct path', () => {
+  let t: TestApp;
+  let key: string;
+  before(async () => {
+    t = await createTestApp({ INGEST_DIRECT_MIN_READINGS: 100 });
+    key = await t.key('large');
+  });
+  after(() => t.close());
+
+  const copies = async () => {
+    const body = (await t.app.inject({ url: '/metrics' })).body;
+    return [...body.matchAll(/^pulse_db_query_duration_seconds_count\{query="import.copy_readings",[^}]*outcome="ok"\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
+  };
+
+  it('writes a JSON request of 100+ readings by COPY and one below through the batcher, with the same answer shape', async () => {
+    const readings = Array.from({ length: 150 }, (_, i) => ({ device: `lj-${i % 3}`, ts: BASE + i * 1000, metrics: { a: i, b: 1 } }));
+    const c0 = await copies();
+    const big = await t.app.inject({ method: 'POST', url: '/v1/readings', headers: bearer(key), payload: readings });
+    assert.equal(big.statusCode, 200, big.body);
+    assert.deepEqual(big.json(), { readings: 150, values: 300, devices: 3 });
+    const c1 = await copies();
+    assert.equal(c1 - c0, 1);
+    const small = await t.app.inject({ method: 'POST', url: '/v1/readings', headers: bearer(key), payload: readings.slice(0, 99).map((r) => ({ ...r, ts: r.ts + 500 })) });
+    assert.equal(small.statusCode, 200, small.body);
+    assert.deepEqual(small.json(), { readings: 99, values: 198, devices: 3 });
+    assert.equal(await copies(), c1);
+    const { rows } = await t.db.pool.query(`select count(*)::int as n, sum(r.vals[1])::int8 as s from readings r join devices d on d.id = r.device_id where d.external_id like 'lj-%'`);
+    assert.deepEqual(rows[0], { n: 249, s: (149 * 150) / 2 + (98 * 99) / 2 });
+    const latest = await t.app.inject({ url: '/v1/devices/lj-2/latest', headers: bearer(key) });
+    assert.equal(latest.json().metrics.a.value, 149);
+  });
+
+  it('writes a line-protocol request of 100+ lines by COPY; a repeated one merges', async () => {
+    const lines = Array.from({ length: 120 }, (_, i) => `env,device=lp-${i % 4} temp=${i},hum=${i % 7}i ${(BASE + i * 1000) * 1000}`).join('\n');
+    const c0 = await copies();
+    const res = await t.app.inject({ method: 'POST', url: '/write?precision=us', headers: { ...bearer(key), 'content-type': 'text/plain' }, payload: lines });
+    assert.equal(res.statusCode, 204, res.body);
+    assert.equal((await copies()) - c0, 1);
+    const again = await t.app.inject({ method: 'POST', url: '/write?precision=us', headers: { ...bearer(key), 'content-type': 'text/plain' }, payload: lines });
+    assert.equal(again.statusCode, 204, again.body);
+    const { rows } = await t.db.pool.query(`select count(*)::int as n from readings r join devices d on d.id = r.device_id where d.external_id like 'lp-%'`);
+    assert.equal(rows[0].n, 120);
+  });
+});
