@@ -242,8 +242,11 @@ describe('pulse worker (real processes)', () => {
     });
     assert.deepEqual(done.summary.metrics.temp, { count: 3, min: 10, max: 12, avg: 11, first: 10, last: 12 });
     assert.equal(done.summary.readings, 3);
-    const left = await t.db.pool.query(`select count(*)::int as n from graphile_worker.jobs where key = $1`, [`session.summarize:${s.id}`]);
-    assert.equal(left.rows[0].n, 0);
+    // the worker marks the job complete right after the summary commits: not in the same transaction
+    await until('the job to be completed', async () => {
+      const left = await t.db.pool.query(`select count(*)::int as n from graphile_worker.jobs where key = $1`, [`session.summarize:${s.id}`]);
+      return left.rows[0].n === 0 ? true : undefined;
+    });
 
     second.kill('SIGTERM');
     const [code] = await once(second, 'exit');

@@ -4,7 +4,7 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runOnce, type TaskList } from 'graphile-worker';
+import type { TaskList } from 'graphile-worker';
 import pino from 'pino';
 import { SMTPServer } from 'smtp-server';
 import type { Config } from '../src/config.ts';
@@ -12,7 +12,7 @@ import { enqueueMail, mailTasks } from '../src/infra/mail.ts';
 import { createMetrics } from '../src/infra/metrics.ts';
 import { reportTasks } from '../src/modules/reports/jobs.ts';
 import { bearer, createTestApp, type TestApp } from './helpers/app.ts';
-import { quietGraphileLogger, settleJobs } from './helpers/wait.ts';
+import { runJobsOnce } from './helpers/wait.ts';
 
 interface Delivered {
   from: string;
@@ -65,7 +65,6 @@ function parse(raw: string) {
   return { headers, body: body.replace(/\r\n/g, '\n') };
 }
 
-const quiet = quietGraphileLogger;
 
 const silent = pino({ level: 'silent' });
 
@@ -89,8 +88,7 @@ describe('e-mail', () => {
     return { ...mailTasks(deps), ...reportTasks(deps) };
   };
   const run = async (taskList: TaskList) => {
-    await runOnce({ connectionString: t.db.url, taskList, logger: quiet, concurrency: 1 });
-    await settleJobs(t.db.pool);
+    await runJobsOnce(t.db.url, taskList, t.db.pool);
   };
   const mailJobs = async () =>
     (

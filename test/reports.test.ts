@@ -4,14 +4,14 @@ import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { makeWorkerUtils, runOnce, type TaskList } from 'graphile-worker';
+import { makeWorkerUtils, type TaskList } from 'graphile-worker';
 import pino from 'pino';
 import type { Config } from '../src/config.ts';
 import { createMetrics } from '../src/infra/metrics.ts';
 import { reportTasks } from '../src/modules/reports/jobs.ts';
 import { acceptsGzip } from '../src/modules/reports/routes.ts';
 import { bearer, createTestApp, type TestApp } from './helpers/app.ts';
-import { quietGraphileLogger, settleJobs } from './helpers/wait.ts';
+import { quietGraphileLogger, runJobsOnce } from './helpers/wait.ts';
 
 const quiet = quietGraphileLogger;
 
@@ -116,8 +116,7 @@ describe('reports', () => {
   });
 
   const runJobs = async (taskList = tasks) => {
-    await runOnce({ connectionString: t.db.url, taskList, logger: quiet, concurrency: 1 });
-    await settleJobs(t.db.pool);
+    await runJobsOnce(t.db.url, taskList, t.db.pool);
   };
   const get = (url: string, headers: Record<string, string> = {}, k = key) => t.app.inject({ method: 'GET', url, headers: { ...bearer(k), ...headers } });
   const create = (body: object, k = key) => t.app.inject({ method: 'POST', url: '/v1/reports', headers: bearer(k), payload: body });

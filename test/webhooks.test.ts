@@ -3,12 +3,12 @@ import assert from 'node:assert/strict';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { makeWorkerUtils, runOnce, type TaskList } from 'graphile-worker';
+import { makeWorkerUtils, type TaskList } from 'graphile-worker';
 import pino from 'pino';
 import { createMetrics } from '../src/infra/metrics.ts';
 import { webhookTasks } from '../src/modules/webhooks/jobs.ts';
 import { bearer, createTestApp, type TestApp } from './helpers/app.ts';
-import { quietGraphileLogger, settleJobs } from './helpers/wait.ts';
+import { quietGraphileLogger, runJobsOnce } from './helpers/wait.ts';
 
 interface Received {
   url: string;
@@ -67,8 +67,7 @@ describe('webhooks', () => {
   });
 
   const runJobs = async () => {
-    await runOnce({ connectionString: t.db.url, taskList: tasks, logger: quiet, concurrency: 1 });
-    await settleJobs(t.db.pool);
+    await runJobsOnce(t.db.url, tasks, t.db.pool);
   };
   const post = (url: string, payload: unknown, key: string) => t.app.inject({ method: 'POST', url, headers: bearer(key), payload: payload as object });
   const deliveries = async (tenant?: string) =>

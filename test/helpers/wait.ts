@@ -1,4 +1,5 @@
-import { Logger } from 'graphile-worker';
+import { Logger, runOnce, type TaskList } from 'graphile-worker';
+import pg from 'pg';
 
 /** Polls `fn` until it returns a value (not undefined); a generous bound, not a timing assertion. */
 export async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000, intervalMs = 50): Promise<T> {
@@ -25,4 +26,21 @@ export async function settleJobs(pool: { query: (sql: string) => Promise<{ rows:
     await new Promise((r) => setTimeout(r, 10));
   }
   throw new Error('jobs are still locked after runOnce');
+}
+
+/**
+ * Runs the queued jobs once (graphile-worker's runOnce) on a pool of our own, ended before
+ * returning, then waits for them to settle. With a connection string, runOnce ends its
+ * pool without waiting and drops its error listener first: a test database dropped right
+ * after then killed an idle connection with no listener (an uncaught error).
+ */
+export async function runJobsOnce(url: string, taskList: TaskList, settle: Parameters<typeof settleJobs>[0]): Promise<void> {
+  const pgPool = new pg.Pool({ connectionString: url, max: 4 });
+  pgPool.on('error', () => {});
+  try {
+    await runOnce({ pgPool, taskList, logger: quietGraphileLogger, concurrency: 1 });
+    await settleJobs(settle);
+  } finally {
+    await pgPool.end();
+  }
 }
