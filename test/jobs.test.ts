@@ -13,6 +13,7 @@ import { dropPartitionsOlderThan } from '../src/jobs/maintenance.ts';
 import { startJobRunner, type JobRunner } from '../src/jobs/runner.ts';
 import { bearer, createTestApp, type TestApp } from './helpers/app.ts';
 import { until as waitUntil } from './helpers/wait.ts';
+import { freePort } from './helpers/ports.ts';
 
 const BIN = new URL('../bin/pulse.mjs', import.meta.url).pathname;
 const log = pino({ level: 'silent' });
@@ -186,12 +187,13 @@ describe('pulse worker (real processes)', () => {
     await t.close();
   });
 
-  function startWorker(): ChildProcess {
+  async function startWorker(): Promise<ChildProcess> {
+    const port = await freePort();
     const child = spawn(process.execPath, [BIN, 'worker'], {
       env: {
         ...process.env,
         DATABASE_URL: t.db.url,
-        WORKER_PORT: String(20_000 + Math.floor(Math.random() * 20_000)),
+        WORKER_PORT: String(port),
         JOBS_RECOVERY_INTERVAL_MS: '200',
         LOG_LEVEL: 'warn',
       },
@@ -218,7 +220,7 @@ describe('pulse worker (real processes)', () => {
     try {
       await locker.query('begin');
       await locker.query('lock table sessions in access exclusive mode');
-      const first = startWorker();
+      const first = await startWorker();
       const locked = await until('the first worker to take the job', async () => {
         const r = await locker.query<JobRow>(`select id::text, attempts, locked_by from graphile_worker.jobs where key = $1 and locked_by is not null`, [`session.summarize:${s.id}`]);
         return r.rows[0];
@@ -235,7 +237,7 @@ describe('pulse worker (real processes)', () => {
     const still = await t.db.pool.query(`select locked_by from graphile_worker.jobs where key = $1`, [`session.summarize:${s.id}`]);
     assert.ok(still.rows[0]?.locked_by, 'the dead worker still holds the job');
 
-    const second = startWorker();
+    const second = await startWorker();
     const done = await until('the summary after the restart', async () => {
       const b = (await t.app.inject({ method: 'GET', url: `/v1/sessions/${s.id}`, headers: h })).json();
       return b.status === 'completed' ? b : undefined;

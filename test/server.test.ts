@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createTestDatabase, type TestDatabase } from './helpers/db.ts';
+import { freePort } from './helpers/ports.ts';
 
 const BIN = new URL('../bin/pulse.mjs', import.meta.url).pathname;
 
@@ -24,7 +25,6 @@ async function waitReady(port: number, child: ChildProcess): Promise<void> {
   throw new Error('server did not become ready');
 }
 
-const freePort = () => 20_000 + Math.floor(Math.random() * 20_000);
 
 describe('pulse serve (real processes)', () => {
   let db: TestDatabase;
@@ -34,7 +34,7 @@ describe('pulse serve (real processes)', () => {
   after(() => db.drop());
 
   it('starts, answers /readyz, and exits 0 on SIGTERM', async () => {
-    const port = freePort();
+    const port = await freePort();
     const child = start(['serve'], { DATABASE_URL: db.url, PORT: String(port), LOG_LEVEL: 'warn' });
     await waitReady(port, child);
     child.kill('SIGTERM');
@@ -43,7 +43,7 @@ describe('pulse serve (real processes)', () => {
   });
 
   it('with --workers 2 replaces a worker that dies', async () => {
-    const port = freePort();
+    const port = await freePort();
     const child = start(['serve', '--workers', '2'], { DATABASE_URL: db.url, PORT: String(port), LOG_LEVEL: 'info' });
     let log = '';
     child.stdout!.on('data', (d) => (log += d));
