@@ -8,6 +8,26 @@ const HOUR = 3_600_000;
 type Line = { device: string; ts: number; metrics: Record<string, number> };
 const ndjson = (lines: Line[]) => `${lines.map((l) => JSON.stringify(l)).join('\n')}\n`;
 
+/** Statements the app ran, by `name:outcome`, from its own per-statement metrics. */
+async function statementCounts(app: TestApp['app']): Promise<Map<string, number>> {
+  const body = (await app.inject({ url: '/metrics' })).body;
+  const counts = new Map<string, number>();
+  for (const m of body.matchAll(/^pulse_db_query_duration_seconds_count\{([^}]*)\} (\d+)$/gm)) {
+    const labels = Object.fromEntries([...m[1]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
+    const k = `${labels.query}:${labels.outcome}`;
+    counts.set(k, (counts.get(k) ?? 0) + Number(m[2]));
+  }
+  return counts;
+}
+
+/** Statements run by `fn`, by `name:outcome`. */
+async function statementsRunBy(app: TestApp['app'], fn: () => Promise<void>) {
+  const before = await statementCounts(app);
+  await fn();
+  const after = await statementCounts(app);
+  return (k: string) => (after.get(k) ?? 0) - (before.get(k) ?? 0);
+}
+
 /**
  * The import writes a chunk either with a COPY straight into readings or, when that COPY
  * hits a stored row, through a staging table and a merging INSERT. Which one ran is read
@@ -25,23 +45,7 @@ describe('streaming import: COPY into readings, merge on collision', () => {
   const importNdjson = (body: string, k = key) =>
     t.app.inject({ method: 'POST', url: '/v1/readings', headers: { ...bearer(k), 'content-type': 'application/x-ndjson' }, payload: body });
 
-  async function statementCounts(): Promise<Map<string, number>> {
-    const body = (await t.app.inject({ url: '/metrics' })).body;
-    const counts = new Map<string, number>();
-    for (const m of body.matchAll(/^pulse_db_query_duration_seconds_count\{([^}]*)\} (\d+)$/gm)) {
-      const labels = Object.fromEntries([...m[1]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
-      const k = `${labels.query}:${labels.outcome}`;
-      counts.set(k, (counts.get(k) ?? 0) + Number(m[2]));
-    }
-    return counts;
-  }
-  /** Statements run by `fn`, by `name:outcome`. */
-  async function statementsOf(fn: () => Promise<void>) {
-    const before = await statementCounts();
-    await fn();
-    const after = await statementCounts();
-    return (k: string) => (after.get(k) ?? 0) - (before.get(k) ?? 0);
-  }
+  const statementsOf = (fn: () => Promise<void>) => statementsRunBy(t.app, fn);
 
   /** A device's stored readings as lines (metric names → values), oldest first. */
   async function rowsOf(device: string) {
@@ -255,29 +259,20 @@ describe('streaming import past its savepoints (IMPORT_SAVEPOINTS=0): chunks pro
 
   const importNdjson = (body: string) =>
     t.app.inject({ method: 'POST', url: '/v1/readings', headers: { ...bearer(key), 'content-type': 'application/x-ndjson' }, payload: body });
-  const ran = async () => {
-    const counts = new Map<string, number>();
-    const body = (await t.app.inject({ url: '/metrics' })).body;
-    for (const m of body.matchAll(/^pulse_db_query_duration_seconds_count\{query="([^"]+)",[^}]*outcome="ok"\} (\d+)$/gm)) {
-      counts.set(m[1]!, (counts.get(m[1]!) ?? 0) + Number(m[2]));
-    }
-    return counts;
-  };
-
   it('COPYs chunks with no stored readings in their spans and merges the others, with no savepoint', async () => {
     const stored = await t.app.inject({ method: 'POST', url: '/v1/readings', headers: bearer(key), payload: [{ device: 'pr-1', ts: BASE, metrics: { a: 1, b: 2 } }] });
     assert.equal(stored.statusCode, 200, stored.body);
     const lines: Line[] = Array.from({ length: 12_000 }, (_, i) => ({ device: 'pr-2', ts: BASE + i * 1000, metrics: { x: i } }));
     lines[9000] = { device: 'pr-1', ts: BASE, metrics: { b: 20 } };
-    const before = await ran();
-    const res = await importNdjson(ndjson(lines));
+    let res!: Awaited<ReturnType<typeof importNdjson>>;
+    const ran = await statementsRunBy(t.app, async () => {
+      res = await importNdjson(ndjson(lines));
+    });
     assert.equal(res.statusCode, 200, res.body);
-    const after = await ran();
-    const delta = (k: string) => (after.get(k) ?? 0) - (before.get(k) ?? 0);
-    assert.ok(delta('import.stored_in_spans') >= 2, 'every chunk probed');
-    assert.ok(delta('import.copy_readings') >= 1, 'a chunk free of stored readings COPYed');
-    assert.ok(delta('import.merge_chunk') >= 1, 'the chunk with a stored reading merged');
-    assert.equal(delta('import.savepoint'), 0, 'no savepoint');
+    assert.ok(ran('import.stored_in_spans:ok') >= 2, 'every chunk probed');
+    assert.ok(ran('import.copy_readings:ok') >= 1, 'a chunk free of stored readings COPYed');
+    assert.ok(ran('import.merge_chunk:ok') >= 1, 'the chunk with a stored reading merged');
+    assert.equal(ran('import.savepoint:ok'), 0, 'no savepoint');
     const { rows } = await t.db.pool.query(
       `select m.names, r.vals from readings r join metric_sets m on m.id = r.metric_set join devices d on d.id = r.device_id where d.external_id = 'pr-1'`,
     );
@@ -295,10 +290,7 @@ describe('large JSON and line-protocol requests take the direct path', () => {
   });
   after(() => t.close());
 
-  const copies = async () => {
-    const body = (await t.app.inject({ url: '/metrics' })).body;
-    return [...body.matchAll(/^pulse_db_query_duration_seconds_count\{query="import.copy_readings",[^}]*outcome="ok"\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
-  };
+  const copies = async () => (await statementCounts(t.app)).get('import.copy_readings:ok') ?? 0;
 
   it('writes a JSON request of 100+ readings by COPY and one below through the batcher, with the same answer shape', async () => {
     const readings = Array.from({ length: 150 }, (_, i) => ({ device: `lj-${i % 3}`, ts: BASE + i * 1000, metrics: { a: i, b: 1 } }));

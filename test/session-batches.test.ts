@@ -1,7 +1,5 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,46 +13,12 @@ import { startJobRunner, type JobRunner } from '../src/jobs/runner.ts';
 import * as repo from '../src/modules/sessions/repository.ts';
 import { toSession } from '../src/modules/sessions/service.ts';
 import { bearer, createTestApp, type TestApp } from './helpers/app.ts';
+import { assertSummaryEqual, rawSummary, type Summary } from './helpers/summaries.ts';
+import { startReceiver } from './helpers/receiver.ts';
 import { until } from './helpers/wait.ts';
 
 const iso = (ms: number) => new Date(ms).toISOString();
 const NO_SESSION = '00000000-0000-4000-8000-000000000000';
-type Summary = { duration_s: number; readings: number; metrics: Record<string, Record<string, number>> };
-
-/** The summary as plain SQL computes it (window functions, not the job's grouping), independently of the job's query. */
-async function rawSummary(pool: pg.Pool, id: string) {
-  const { rows } = await pool.query<{ metric: string; count: number; min: number; max: number; avg: number; first: number; last: number }>(
-    `with v as (
-       select u.name as metric, u.v, r.ts
-         from sessions s
-         join readings r on r.device_id = s.device_id and r.ts >= s.started_at and r.ts <= s.completed_at
-         join metric_sets m on m.id = r.metric_set, unnest(m.names, r.vals) as u(name, v)
-        where s.id = $1 and u.v is not null)
-     select distinct metric, count(*) over w::int as count, min(v) over w as min, max(v) over w as max, avg(v) over w as avg,
-            first_value(v) over (partition by metric order by ts) as first,
-            first_value(v) over (partition by metric order by ts desc) as last
-       from v window w as (partition by metric)`,
-    [id],
-  );
-  const counts = await pool.query<{ readings: number; duration_s: number }>(
-    `select (select count(*)::int from readings r where r.device_id = s.device_id and r.ts >= s.started_at and r.ts <= s.completed_at) as readings,
-            extract(epoch from s.completed_at - s.started_at)::float8 as duration_s
-       from sessions s where s.id = $1`,
-    [id],
-  );
-  return { ...counts.rows[0]!, metrics: Object.fromEntries(rows.map(({ metric, ...m }) => [metric, m])) };
-}
-
-function assertSummaryEqual(actual: Summary, expected: Awaited<ReturnType<typeof rawSummary>>, what: string) {
-  assert.equal(actual.readings, expected.readings, `${what}: readings`);
-  assert.ok(Math.abs(actual.duration_s - expected.duration_s) < 1e-6, `${what}: duration_s`);
-  assert.deepEqual(Object.keys(actual.metrics).sort(), Object.keys(expected.metrics).sort(), `${what}: metrics`);
-  for (const [name, m] of Object.entries(expected.metrics)) {
-    const a = actual.metrics[name]!;
-    for (const k of ['count', 'min', 'max', 'first', 'last'] as const) assert.equal(a[k], m[k], `${what}: ${name}.${k}`);
-    assert.ok(Math.abs(a.avg! - m.avg) < 1e-9, `${what}: ${name}.avg`);
-  }
-}
 
 /** Summary jobs (both tasks) whose payload names any of `ids`. */
 async function summaryJobs(pool: pg.Pool, ids: string[]) {
@@ -129,30 +93,22 @@ async function fixture(overrides: Parameters<typeof createTestApp>[0] = {}): Pro
 describe('session summaries in batches', () => {
   let f: Fixture;
   let runner: JobRunner | null = null;
-  let server: Server;
+  let receiver: Awaited<ReturnType<typeof startReceiver>>;
   let mailDir: string;
-  const hooks: { session: string }[] = [];
 
   before(async () => {
     mailDir = await mkdtemp(join(tmpdir(), 'pulse-mail-'));
-    server = createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        hooks.push({ session: JSON.parse(Buffer.concat(chunks).toString('utf8')).data.id });
-        res.writeHead(204).end();
-      });
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    receiver = await startReceiver();
     f = await fixture({ SMTP_URL: '', MAIL_DIR: mailDir });
   });
   after(async () => {
     await runner?.stop();
     await f.t.close();
-    server.closeAllConnections();
-    await new Promise<void>((r) => server.close(() => r()));
+    await receiver.close();
     await rm(mailDir, { recursive: true, force: true });
   });
+  /** The session of every session.completed webhook received so far. */
+  const hookedSessions = () => receiver.received.map((r) => JSON.parse(r.body).data.id as string);
 
   const mailsBySession = async () => {
     const counts = new Map<string, number>();
@@ -165,8 +121,7 @@ describe('session summaries in batches', () => {
   };
 
   it('200 sessions completed in one flush: one batch job, repeats add none; every summary equals raw SQL, announced once', async () => {
-    const port = (server.address() as AddressInfo).port;
-    const hook = await f.t.app.inject({ method: 'POST', url: '/v1/webhooks', headers: bearer(f.key), payload: { url: `http://127.0.0.1:${port}/h`, events: ['session.completed'] } });
+    const hook = await f.t.app.inject({ method: 'POST', url: '/v1/webhooks', headers: bearer(f.key), payload: { url: `${receiver.url}/h`, events: ['session.completed'] } });
     assert.equal(hook.statusCode, 201, hook.body);
     const ids = await openSessions(f, 'many', 200);
 
@@ -205,10 +160,10 @@ describe('session summaries in batches', () => {
     const empty = (await f.t.app.inject({ method: 'GET', url: `/v1/sessions/${ids[0]}`, headers: bearer(f.key) })).json().summary;
     assert.deepEqual([empty.readings, empty.metrics], [0, {}], 'a session without readings in its window');
 
-    await until('webhooks and e-mails', async () => ((await runnableJobs(f.t.db.pool)) === 0 && hooks.length >= ids.length ? true : undefined));
+    await until('webhooks and e-mails', async () => ((await runnableJobs(f.t.db.pool)) === 0 && receiver.received.length >= ids.length ? true : undefined));
     const emailed = ids.filter((_, i) => i % 2 === 0);
     const checkAnnouncedOnce = async () => {
-      assert.deepEqual(hooks.map((h) => h.session).sort(), [...ids].sort(), 'one session.completed webhook per session');
+      assert.deepEqual(hookedSessions().sort(), [...ids].sort(), 'one session.completed webhook per session');
       const mails = await mailsBySession();
       assert.deepEqual([...mails.keys()].sort(), [...emailed].sort(), 'e-mails to those who asked');
       assert.ok([...mails.values()].every((n) => n === 1), 'one e-mail each');

@@ -1,7 +1,5 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,34 +7,25 @@ import pino from 'pino';
 import { createMetrics } from '../src/infra/metrics.ts';
 import { startJobRunner, type JobRunner } from '../src/jobs/runner.ts';
 import { bearer, createTestApp, type TestApp } from './helpers/app.ts';
+import { startReceiver } from './helpers/receiver.ts';
 import { until } from './helpers/wait.ts';
 
 describe('a completed session notifies (webhook session.completed, e-mail)', () => {
   let t: TestApp;
   let runner: JobRunner;
-  let server: Server;
+  let receiver: Awaited<ReturnType<typeof startReceiver>>;
   let mailDir: string;
-  const received: { headers: IncomingHttpHeaders; body: string }[] = [];
 
   before(async () => {
     mailDir = await mkdtemp(join(tmpdir(), 'pulse-mail-'));
-    server = createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        received.push({ headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
-        res.writeHead(204).end();
-      });
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    receiver = await startReceiver();
     t = await createTestApp({ SMTP_URL: '', MAIL_DIR: mailDir });
     runner = await startJobRunner({ url: t.db.url, config: t.config, metrics: createMetrics(), logger: pino({ level: 'silent' }) });
   });
   after(async () => {
     await runner.stop();
     await t.close();
-    server.closeAllConnections();
-    await new Promise<void>((r) => server.close(() => r()));
+    await receiver.close();
     await rm(mailDir, { recursive: true, force: true });
   });
 
@@ -46,8 +35,7 @@ describe('a completed session notifies (webhook session.completed, e-mail)', () 
       const res = await t.app.inject({ method, url, headers: bearer(key), ...(payload === undefined ? {} : { payload: payload as object }) });
       return { status: res.statusCode, body: res.json() };
     };
-    const port = (server.address() as AddressInfo).port;
-    assert.equal((await call('POST', '/v1/webhooks', { url: `http://127.0.0.1:${port}/hook`, events: ['session.completed'] })).status, 201);
+    assert.equal((await call('POST', '/v1/webhooks', { url: `${receiver.url}/hook`, events: ['session.completed'] })).status, 201);
     assert.equal((await call('POST', '/v1/devices', { id: 'n-1' })).status, 201);
     const startedAt = new Date(Date.now() - 60_000).toISOString();
     const session = await call('POST', '/v1/devices/n-1/sessions', { started_at: startedAt, email: 'ops@example.com' });
@@ -56,7 +44,7 @@ describe('a completed session notifies (webhook session.completed, e-mail)', () 
     assert.equal((await call('POST', '/v1/readings', [{ device: 'n-1', ts: inWindow, metrics: { t: 5 } }])).status, 200);
     assert.equal((await call('POST', `/v1/sessions/${session.body.id}/complete`)).status, 202);
 
-    const hook = await until('the session.completed webhook', async () => received[0]);
+    const hook = await until('the session.completed webhook', async () => receiver.received[0]);
     assert.equal(hook.headers['x-pulse-event'], 'session.completed');
     const event = JSON.parse(hook.body);
     assert.equal(JSON.stringify(event).includes(session.body.id), true, hook.body);
@@ -83,7 +71,7 @@ describe('a completed session notifies (webhook session.completed, e-mail)', () 
       const { rows } = await t.db.pool.query('select count(*)::int as n from graphile_worker.jobs where task_identifier <> $1', ['rollups.refresh']);
       return rows[0].n === 0 ? true : undefined;
     });
-    assert.equal(received.length, 1, 'one webhook delivery');
+    assert.equal(receiver.received.length, 1, 'one webhook delivery');
     assert.equal((await readdir(mailDir)).filter((f) => f.endsWith('.eml')).length, 1, 'one e-mail');
   });
 });

@@ -1,53 +1,13 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import pg from 'pg';
 import pino from 'pino';
 import { createMetrics } from '../src/infra/metrics.ts';
 import { startJobRunner, type JobRunner } from '../src/jobs/runner.ts';
 import { bearer, createTestApp, type TestApp } from './helpers/app.ts';
+import { assertSummaryEqual, rawSummary } from './helpers/summaries.ts';
 import { until } from './helpers/wait.ts';
 
 const iso = (ms: number) => new Date(ms).toISOString();
-
-/** The summary as plain SQL computes it, independently of the job's query. */
-async function rawSummary(pool: pg.Pool, id: string) {
-  const { rows } = await pool.query<{ metric: string; count: number; min: number; max: number; avg: number; first: number; last: number }>(
-    `with v as (
-       select u.name as metric, u.v, r.ts
-         from sessions s
-         join readings r on r.device_id = s.device_id and r.ts >= s.started_at and r.ts <= s.completed_at
-         join metric_sets m on m.id = r.metric_set, unnest(m.names, r.vals) as u(name, v)
-        where s.id = $1)
-     select distinct metric, count(*) over w::int as count, min(v) over w as min, max(v) over w as max, avg(v) over w as avg,
-            first_value(v) over (partition by metric order by ts) as first,
-            first_value(v) over (partition by metric order by ts desc) as last
-       from v window w as (partition by metric)
-      order by metric`,
-    [id],
-  );
-  const counts = await pool.query<{ readings: number; duration_s: number }>(
-    `select (select count(*)::int from readings r where r.device_id = s.device_id and r.ts >= s.started_at and r.ts <= s.completed_at) as readings,
-            extract(epoch from s.completed_at - s.started_at)::float8 as duration_s
-       from sessions s where s.id = $1`,
-    [id],
-  );
-  return {
-    duration_s: counts.rows[0]!.duration_s,
-    readings: counts.rows[0]!.readings,
-    metrics: Object.fromEntries(rows.map(({ metric, ...m }) => [metric, m])),
-  };
-}
-
-function assertSummaryEqual(actual: { duration_s: number; readings: number; metrics: Record<string, Record<string, number>> }, expected: Awaited<ReturnType<typeof rawSummary>>) {
-  assert.equal(actual.readings, expected.readings);
-  assert.ok(Math.abs(actual.duration_s - expected.duration_s) < 1e-6);
-  assert.deepEqual(Object.keys(actual.metrics).sort(), Object.keys(expected.metrics).sort());
-  for (const [name, m] of Object.entries(expected.metrics)) {
-    const a = actual.metrics[name]!;
-    for (const k of ['count', 'min', 'max', 'first', 'last'] as const) assert.equal(a[k], m[k], `${name}.${k}`);
-    assert.ok(Math.abs(a.avg! - m.avg) < 1e-9, `${name}.avg`);
-  }
-}
 
 describe('sessions', () => {
   let t: TestApp;

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { freePort } from './ports.ts';
 
 const BIN = new URL('../../bin/pulse.mjs', import.meta.url).pathname;
 
@@ -14,7 +15,7 @@ export interface ServerProcess {
 
 /** `pulse serve` as a real child process on a database of the test's own. */
 export async function startServer(databaseUrl: string, env: Record<string, string> = {}): Promise<ServerProcess> {
-  const port = 20_000 + Math.floor(Math.random() * 20_000);
+  const port = await freePort();
   const child = spawn(process.execPath, [BIN, 'serve', ...(env.WORKERS ? ['--workers', env.WORKERS] : [])], {
     env: { ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
