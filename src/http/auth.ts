@@ -32,22 +32,20 @@ class KeyCache {
     private readonly ttlMs: number,
   ) {}
 
-  /** The identity of a key verified within the TTL, without I/O; undefined: ask resolve(). */
-  remembered(key: string): KeyIdentity | undefined {
-    const hit = this.entries.get(hashKey(key).toString('base64'));
+  /** The identity of a key (by its hash) verified within the TTL, without I/O; undefined: ask load(). */
+  remembered(hash: Buffer): KeyIdentity | undefined {
+    const hit = this.entries.get(hash.toString('base64'));
     return hit && hit.expires > Date.now() ? hit.identity : undefined;
   }
 
-  async resolve(key: string): Promise<KeyIdentity | undefined> {
-    const hash = hashKey(key);
+  /** Reads the key from the database and remembers it (when active) for the TTL. */
+  async load(hash: Buffer): Promise<KeyIdentity | undefined> {
     const id = hash.toString('base64');
-    const now = Date.now();
-    const hit = this.entries.get(id);
-    if (hit && hit.expires > now) return hit.identity;
+    const readAt = Date.now(); // the TTL counts from the read: a revocation is seen within it
     const identity = await findActiveKeyByHash(this.db, hash);
     if (identity && this.ttlMs > 0) {
       if (this.entries.size >= MAX_CACHED_KEYS) this.entries.delete(this.entries.keys().next().value!);
-      this.entries.set(id, { identity, expires: now + this.ttlMs });
+      this.entries.set(id, { identity, expires: readAt + this.ttlMs });
     } else {
       this.entries.delete(id);
     }
@@ -90,9 +88,10 @@ export const authPlugin = fp(
       if (!scope) return done(); // public route (404 handler, docs)
       const key = bearer(req);
       if (!key) return done(problem('unauthorized', 'Send an API key as `Authorization: Bearer <key>`.'));
-      const known = cache.remembered(key);
+      const hash = hashKey(key);
+      const known = cache.remembered(hash);
       if (known) return done(admit(req, scope, known));
-      cache.resolve(key).then((identity) => done(admit(req, scope, identity)), done);
+      cache.load(hash).then((identity) => done(admit(req, scope, identity)), done);
     });
   },
   { name: 'pulse-auth' },
