@@ -258,6 +258,7 @@ export class PulseCache {
     const capture: { message: OperationMessage | null } = { message: null };
     let env: Envelope | undefined;
     try {
+      // getOrSet is async: it publishes its message before it returns the promise
       capturing = capture;
       const pending = this.bento.getOrSet<Envelope>({
         key,
@@ -275,8 +276,9 @@ export class PulseCache {
       capturing = null;
       env = await pending;
     } catch (err) {
-      capturing = null;
       throw err instanceof errors.E_FACTORY_ERROR ? (err as Error).cause : err;
+    } finally {
+      capturing = null;
     }
     if (env === undefined) {
       this.metrics.cacheLookups.inc({ kind, result: 'miss' });
@@ -284,13 +286,13 @@ export class PulseCache {
       return undefined;
     }
     const m = capture.message;
-    const lookup: { tier: CacheTier; graced: boolean } = { tier: m?.hit && m.tier ? m.tier : 'miss', graced: m?.graced === true };
-    let stale = lookup.graced;
-    if (lookup.tier === 'miss') this.staleMarks.delete(key);
+    const tier: CacheTier = m?.hit && m.tier ? m.tier : 'miss';
+    let stale = m?.graced === true;
+    if (tier === 'miss') this.staleMarks.delete(key);
     else if (stale) this.mark(this.staleMarks, key, env.at);
     else stale = this.staleMarks.get(key) === env.at;
-    this.metrics.cacheLookups.inc({ kind, result: stale ? 'stale' : lookup.tier });
-    use?.record(lookup.tier, stale);
+    this.metrics.cacheLookups.inc({ kind, result: stale ? 'stale' : tier });
+    use?.record(tier, stale);
     return { value: env.v as T, at: env.at };
   }
 
@@ -306,7 +308,7 @@ export class PulseCache {
     // in parallel: with Redis away, the answer waits for one REDIS_TIMEOUT_MS at most, not one per step
     await Promise.all([
       this.guard(() => this.deleteKeys('latest', latest)),
-      devicesCreated ? this.guard(() => this.deleteTag('devices', keys.devicesTag(tenantId))) : null,
+      devicesCreated ? this.guard(() => this.deleteTags('devices', [keys.devicesTag(tenantId)])) : null,
       this.guard(() => this.touchDashboard(tenantId)),
       lateTags.length ? this.guard(() => this.deleteTags('stats', [...lateTags, keys.fleetStatsTag(tenantId)])) : null,
     ]);
@@ -318,8 +320,8 @@ export class PulseCache {
     await Promise.all([
       this.guard(() => this.deleteKeys('device', [keys.device(tenantId, device)])),
       this.guard(() => this.deleteKeys('latest', [keys.latest(tenantId, device)])),
-      this.guard(() => this.deleteTag('devices', keys.devicesTag(tenantId))),
-      this.guard(() => this.deleteTag('dashboard', keys.dashboardTag(tenantId))),
+      this.guard(() => this.deleteTags('devices', [keys.devicesTag(tenantId)])),
+      this.guard(() => this.deleteTags('dashboard', [keys.dashboardTag(tenantId)])),
       // its stats (deleted with its readings) and the fleet's (membership, status)
       this.guard(() => this.deleteTags('stats', [keys.deviceStatsTag(tenantId, device), keys.fleetStatsTag(tenantId)])),
     ]);
@@ -345,13 +347,13 @@ export class PulseCache {
     if (!t || now - t.last >= window) {
       this.dashboardTouched.set(tenantId, { last: now, timer: t?.timer ?? null });
       if (this.dashboardTouched.size > MAX_MARKS) this.dashboardTouched.clear();
-      return this.deleteTag('dashboard', keys.dashboardTag(tenantId));
+      return this.deleteTags('dashboard', [keys.dashboardTag(tenantId)]);
     }
     if (t.timer) return;
     t.timer = setTimeout(() => {
       t.timer = null;
       t.last = Date.now();
-      void this.guard(() => this.deleteTag('dashboard', keys.dashboardTag(tenantId)));
+      void this.guard(() => this.deleteTags('dashboard', [keys.dashboardTag(tenantId)]));
     }, t.last + window - now);
     t.timer.unref();
   }
@@ -361,10 +363,6 @@ export class PulseCache {
     // bounded Redis commands and bus messages, whatever the size of an import
     for (let i = 0; i < list.length; i += DELETE_CHUNK) await this.bento!.deleteMany({ keys: list.slice(i, i + DELETE_CHUNK) });
     this.metrics.cacheEvictions.inc({ kind, reason: 'invalidated' }, list.length);
-  }
-
-  private async deleteTag(kind: CacheKind, tag: string) {
-    return this.deleteTags(kind, [tag]);
   }
 
   private async deleteTags(kind: CacheKind, tags: string[]) {
