@@ -3,6 +3,7 @@ import { ensurePartitionsBetween } from '../infra/partitions.ts';
 import { METRIC_PATTERN } from '../http/schemas.ts';
 import { upsertTenant } from '../modules/keys/repository.ts';
 import { MetricSets, namesLiteral } from '../modules/ingest/metric-sets.ts';
+import { LATEST_FORWARD, MARK_DIRTY } from '../modules/readings/repository.ts';
 import { refreshRollups } from '../modules/rollups/refresh.ts';
 
 export interface SeedOptions {
@@ -103,7 +104,7 @@ export async function seed(database: Database, opts: SeedOptions, progress: (p: 
        cross join generate_series(date_bin('1 hour', timestamptz 'epoch' + $2::int8 * interval '1 microsecond', timestamptz 'epoch'),
                                   timestamptz 'epoch' + ($3::int8 - 1) * interval '1 microsecond', interval '1 hour') h
       where d.tenant_id = $1::bigint and h < (select pending from rollup_watermark)
-     on conflict (device_id, hour) do update set version = rollup_dirty.version + 1`,
+     ${MARK_DIRTY}`,
     [tenantId, startUs, endUs],
   );
 
@@ -118,7 +119,7 @@ export async function seed(database: Database, opts: SeedOptions, progress: (p: 
               order by r.device_id, r.ts desc) r
        join metric_sets m on m.id = r.metric_set
        cross join lateral unnest(m.names, r.vals) as u(metric, value)
-     on conflict (device_id, metric) do update set ts = excluded.ts, value = excluded.value where latest.ts <= excluded.ts`,
+     ${LATEST_FORWARD}`,
     [tenantId, Math.max(startUs, endUs - 86_400e6)],
   );
   progress({ phase: 'analyze', done: 0, total: 1, rows });

@@ -3,7 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import copyStreams from 'pg-copy-streams';
 import type { Database, Db } from '../../infra/db.ts';
-import { TS_IN, TS_OUT } from '../readings/repository.ts';
+import { LATEST_FORWARD, MARK_DIRTY, MERGE_READING, TS_IN, TS_OUT } from '../readings/repository.ts';
 
 /**
  * The statements of a streaming import, all on the import's own transaction. Rows are
@@ -195,8 +195,7 @@ export async function mergeRank(tx: Db, rank: number) {
     'import.merge_chunk',
     `insert into readings as r (device_id, ts, metric_set, vals)
      select device_id, ts, metric_set, vals from import_rows where rank = $1::int4 order by device_id, ts
-     on conflict (device_id, ts) do update
-       set (metric_set, vals) = (select * from pulse_merge_reading(r.metric_set, r.vals, excluded.metric_set, excluded.vals))`,
+     ${MERGE_READING}`,
     [rank],
   );
 }
@@ -207,7 +206,7 @@ export async function markLateHours(tx: Db, deviceIds: number[], hoursUs: number
     'import.mark_late_hours',
     `insert into rollup_dirty (device_id, hour)
      select d, ${TS_IN('h')} from unnest($1::int8[], $2::int8[]) as u(d, h)
-     on conflict (device_id, hour) do update set version = rollup_dirty.version + 1`,
+     ${MARK_DIRTY}`,
     [deviceIds, hoursUs],
   );
 }
@@ -218,8 +217,7 @@ export async function upsertLatest(tx: Db, deviceIds: number[], metrics: string[
     'import.upsert_latest',
     `insert into latest (device_id, metric, ts, value)
      select d, m, ${TS_IN('t')}, v from unnest($1::int8[], $2::text[], $3::int8[], $4::float8[]) as u(d, m, t, v)
-     on conflict (device_id, metric) do update set ts = excluded.ts, value = excluded.value
-       where latest.ts <= excluded.ts`,
+     ${LATEST_FORWARD}`,
     [deviceIds, metrics, tsUs, values],
   );
 }

@@ -7,6 +7,18 @@ export const TS_OUT = (col: string) => `(extract(epoch from ${col}) * 1000000)::
 
 // ---- write path -------------------------------------------------------------------
 
+/*
+ * The conflict rules every writer of these tables follows (batcher flush, import, seed):
+ * a stored reading is merged (the new metrics overwrite, the others stay; the table
+ * aliased `r`), `latest` only moves forward, and a late-data mark gets a new version
+ * (a rollup refresh in flight then recomputes its hour again).
+ */
+export const MERGE_READING = `on conflict (device_id, ts) do update
+       set (metric_set, vals) = (select * from pulse_merge_reading(r.metric_set, r.vals, excluded.metric_set, excluded.vals))`;
+export const LATEST_FORWARD = `on conflict (device_id, metric) do update set ts = excluded.ts, value = excluded.value
+       where latest.ts <= excluded.ts`;
+export const MARK_DIRTY = 'on conflict (device_id, hour) do update set version = rollup_dirty.version + 1';
+
 /** Devices by (tenant, external id) pairs: one statement for a batch of many tenants. */
 export async function findDeviceIds(db: Db, tenantIds: number[], externalIds: string[]) {
   return db.query<{ id: number; tenant_id: number; external_id: string }>(
@@ -79,13 +91,11 @@ export async function writeReadings(db: Db, w: WriteRows) {
     `with r as (
        insert into readings as r (device_id, ts, metric_set, vals)
        select d, ${TS_IN('t')}, m, v::float8[] from unnest($1::int8[], $2::int8[], $3::int4[], $4::text[]) as u(d, t, m, v)
-       on conflict (device_id, ts) do update
-         set (metric_set, vals) = (select * from pulse_merge_reading(r.metric_set, r.vals, excluded.metric_set, excluded.vals))
+       ${MERGE_READING}
      ), l as (
        insert into latest (device_id, metric, ts, value)
        select d, m, ${TS_IN('t')}, v from unnest($5::int8[], $6::text[], $7::int8[], $8::float8[]) as u(d, m, t, v)
-       on conflict (device_id, metric) do update set ts = excluded.ts, value = excluded.value
-         where latest.ts <= excluded.ts
+       ${LATEST_FORWARD}
      ), late as (
        -- hours below the rollup watermark's target: recomputed by the next refresh
        insert into rollup_dirty (device_id, hour)
@@ -93,7 +103,7 @@ export async function writeReadings(db: Db, w: WriteRows) {
          from unnest($1::int8[], $2::int8[]) as u(d, t)
         where ${TS_IN('t')} < (select pending from rollup_watermark)
         order by 1, 2
-       on conflict (device_id, hour) do update set version = rollup_dirty.version + 1
+       ${MARK_DIRTY}
      ), ${LATE_SESSIONS_CTES(`select d as device_id, min(${TS_IN('t')}) as lo, max(${TS_IN('t')}) as hi
                                  from unnest($1::int8[], $2::int8[]) as u(d, t) group by d`)}
      select (select n from late_jobs)`,
