@@ -6,19 +6,9 @@ import { decodeCursor, encodeCursor } from '../../lib/cursor.ts';
 import { emitEvent } from '../webhooks/service.ts';
 import * as repo from './repository.ts';
 import type { CreateDeviceBody, Device, ListDevicesQuery, PatchDeviceBody } from './schemas.ts';
+import { toDevice } from './view.ts';
 
 const MAX_METADATA_BYTES = 16 * 1024;
-
-export function toDevice(row: repo.DeviceRow): Device {
-  return {
-    id: row.external_id,
-    name: row.name,
-    status: row.status,
-    metadata: row.metadata,
-    created_at: row.created_at.toISOString(),
-    updated_at: row.updated_at.toISOString(),
-  };
-}
 
 function checkMetadata(metadata: object | undefined) {
   if (metadata && Buffer.byteLength(JSON.stringify(metadata)) > MAX_METADATA_BYTES) {

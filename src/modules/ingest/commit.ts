@@ -1,7 +1,9 @@
 import type { Db } from '../../infra/db.ts';
 import { problem, type Problem } from '../../http/errors.ts';
+import { toDevice } from '../devices/view.ts';
 import * as repo from '../readings/repository.ts';
 import type { ReadingInput } from '../readings/types.ts';
+import { emitEvents } from '../webhooks/service.ts';
 import { namesLiteral, type MetricSets } from './metric-sets.ts';
 
 export interface CommitResult {
@@ -27,6 +29,8 @@ export const unknownDevices = (unknown: string[]) =>
 /**
  * Device ids by deviceKey; missing devices are created where `creatable` says so (`created`:
  * whether this call created any). Devices neither found nor creatable are left out.
+ * Each device this call inserted gets its `device.created` event queued in `tx` (one
+ * statement for all, only when it inserted any): it is announced exactly when it commits.
  */
 export async function resolveDevices(tx: Db, keys: Map<string, { tenantId: number; device: string }>, creatable: (k: string) => boolean) {
   const ids = new Map<string, number>();
@@ -43,6 +47,8 @@ export async function resolveDevices(tx: Db, keys: Map<string, { tenantId: numbe
     const inserted = await repo.insertDevices(tx, ...lists(missing));
     created = inserted.length > 0;
     put(inserted);
+    // only what this statement inserted: a device a concurrent writer created is its to announce
+    if (created) await emitEvents(tx, 'device.created', inserted.map((r) => ({ tenantId: r.tenant_id, data: toDevice(r) })));
   }
   missing = missing.filter((k) => !ids.has(k));
   // created by a concurrent writer after this statement's snapshot: visible now

@@ -1,4 +1,5 @@
 import type { Db } from '../../infra/db.ts';
+import type { DeviceRow } from '../devices/repository.ts';
 import { LATE_SESSIONS_CTES } from '../sessions/late.ts';
 
 /** Epoch microseconds <-> timestamptz, exactly (integer arithmetic on both sides). */
@@ -30,14 +31,17 @@ export async function findDeviceIds(db: Db, tenantIds: number[], externalIds: st
   );
 }
 
-/** Creates the devices that do not exist (sorted, so concurrent writers lock in one order). */
+/**
+ * Creates the devices that do not exist (sorted, so concurrent writers lock in one order);
+ * returns only those this statement inserted, whole (the device.created event's data).
+ */
 export async function insertDevices(db: Db, tenantIds: number[], externalIds: string[]) {
-  return db.query<{ id: number; tenant_id: number; external_id: string }>(
+  return db.query<DeviceRow & { tenant_id: number }>(
     'ingest.insert_devices',
     `insert into devices (tenant_id, external_id)
      select t, e from unnest($1::int8[], $2::text[]) as k(t, e) order by t, e
      on conflict (tenant_id, external_id) do nothing
-     returning id, tenant_id, external_id`,
+     returning id, tenant_id, external_id, name, status, metadata, created_at, updated_at`,
     [tenantIds, externalIds],
   );
 }
