@@ -104,6 +104,7 @@ reports.error text
 reports.created_at timestamp with time zone not null default now()
 reports.finished_at timestamp with time zone
 reports.expires_at timestamp with time zone
+reports.download_token_hash bytea
 rollup_1d.device_id bigint not null
 rollup_1d.metric_id integer not null
 rollup_1d.bucket timestamp with time zone not null

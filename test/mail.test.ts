@@ -138,7 +138,7 @@ describe('e-mail', () => {
     assert.deepEqual(m.to, ['analyst@example.com']);
     const { headers, body } = parse(m.raw);
     assert.equal(headers.get('subject'), 'Your pulse report is ready (CSV, 1 rows)');
-    assert.ok(body.includes(`Download: https://pulse.example.com/base/v1/reports/${id}/download\n`), body);
+    assert.match(body, new RegExp(`^Download: https://pulse\\.example\\.com/base/v1/reports/${id}/download\\?token=rdl_[A-Za-z0-9_-]{43}$`, 'm'), body);
     const report = (await t.app.inject({ method: 'GET', url: `/v1/reports/${id}`, headers: bearer(key) })).json();
     assert.ok(body.includes(`Available until: ${report.expires_at}`), body);
   });

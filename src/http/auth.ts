@@ -9,8 +9,15 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** The scope a route needs; every route under an authenticated context declares one. */
     scope?: Scope;
+    /**
+     * A query parameter that may stand in for the API key on this route (a capability
+     * link): a request that has it and no Authorization header reaches the handler with
+     * `req.auth` null, and the handler must verify it. With the header, the key rules apply.
+     */
+    tokenParam?: string;
   }
   interface FastifyRequest {
+    /** Set for every route with a scope; null only when a `tokenParam` request was let through. */
     auth: KeyIdentity;
   }
   interface FastifyInstance {
@@ -87,7 +94,11 @@ export const authPlugin = fp(
       const scope = req.routeOptions.config.scope;
       if (!scope) return done(); // public route (404 handler, docs)
       const key = bearer(req);
-      if (!key) return done(problem('unauthorized', 'Send an API key as `Authorization: Bearer <key>`.'));
+      if (!key) {
+        const param = req.routeOptions.config.tokenParam;
+        if (param && req.headers.authorization === undefined && (req.query as Record<string, unknown>)[param] !== undefined) return done();
+        return done(problem('unauthorized', 'Send an API key as `Authorization: Bearer <key>`.'));
+      }
       const hash = hashKey(key);
       const known = cache.remembered(hash);
       if (known) return done(admit(req, scope, known));

@@ -10,6 +10,7 @@ import type { Metrics } from '../../infra/metrics.ts';
 import { emitEvent } from '../webhooks/service.ts';
 import * as repo from './repository.ts';
 import { reportPath, writeReportFile } from './file.ts';
+import { downloadLink, newDownloadToken } from './link.ts';
 import { GeneratePayload } from './schemas.ts';
 import { GENERATE_TASK, toReport } from './service.ts';
 
@@ -52,10 +53,12 @@ export function reportTasks(deps: ReportDeps): TaskList {
         const { rows, bytes } = await helpers.withPgClient((client) =>
           writeReportFile(client as pg.ClientBase, devices, spec, path, helpers.abortSignal),
         );
+        // a link token only when a mail hands it out; stored with the status it unlocks
+        const link = p.email ? newDownloadToken() : null;
         await db.tx(async (tx) => {
-          const ready = toReport(await repo.markReady(tx, report.id, rows, bytes, config.REPORT_TTL_DAYS));
+          const ready = toReport(await repo.markReady(tx, report.id, rows, bytes, config.REPORT_TTL_DAYS, link?.hash ?? null));
           await emitEvent(tx, report.tenant_id, 'report.ready', ready);
-          if (p.email) await enqueueMail(tx, readyMail(config.PUBLIC_URL, p.email, ready));
+          if (p.email && link) await enqueueMail(tx, readyMail(config.PUBLIC_URL, p.email, ready, link.token));
         });
         metrics.reports.inc({ outcome: 'ready' });
       } catch (err) {
@@ -80,16 +83,17 @@ export function reportTasks(deps: ReportDeps): TaskList {
   };
 }
 
-export function readyMail(publicUrl: string, to: string, report: ReturnType<typeof toReport>) {
-  const link = `${publicUrl.replace(/\/+$/, '')}/v1/reports/${report.id}/download`;
+/** `token`: the link token whose hash markReady stored (the mail is the only place it exists). */
+export function readyMail(publicUrl: string, to: string, report: ReturnType<typeof toReport>, token: string) {
   return {
     to,
     subject: `Your pulse report is ready (${report.params.format.toUpperCase()}, ${report.rows} rows)`,
     text: [
       'Your report is ready.',
       '',
-      `Download: ${link}`,
-      '(send your API key as `Authorization: Bearer <key>`)',
+      `Download: ${downloadLink(publicUrl, report.id, token)}`,
+      '(no API key needed until the report expires; anyone who has this link can',
+      'download the report, so do not forward it)',
       '',
       `Rows: ${report.rows}`,
       `Range: ${report.params.from} to ${report.params.to}`,

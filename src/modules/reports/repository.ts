@@ -64,6 +64,19 @@ export async function findReport(db: Db, tenantId: number, id: string): Promise<
   return rows[0];
 }
 
+/**
+ * A report by id alone, with its link token's hash: for a download by e-mailed link, which
+ * has no API key and so no tenant. The caller compares the hash before revealing anything.
+ */
+export async function findForLink(db: Db, id: string): Promise<(ReportRow & { download_token_hash: Buffer | null }) | undefined> {
+  const rows = await db.query<ReportRow & { download_token_hash: Buffer | null }>(
+    'reports.find_for_link',
+    `select ${COLUMNS}, download_token_hash from reports where id = $1::uuid`,
+    [id],
+  );
+  return rows[0];
+}
+
 /** One keyset page, newest first; `after` is the (created µs, id) of the previous page's last row. */
 export async function listReports(db: Db, tenantId: number, after: readonly [number, string] | null, limit: number) {
   return db.query<ReportRow>(
@@ -113,14 +126,15 @@ export async function metricSetsWith(db: Db, metrics: string[]) {
   );
 }
 
-export async function markReady(db: Db, id: string, rows: number, bytes: number, ttlDays: number): Promise<ReportRow> {
+/** `tokenHash`: the hash of the e-mailed link's token, or null when no link is handed out. */
+export async function markReady(db: Db, id: string, rows: number, bytes: number, ttlDays: number, tokenHash: Buffer | null): Promise<ReportRow> {
   const out = await db.query<ReportRow>(
     'reports.mark_ready',
     `update reports set status = 'ready', rows = $2::int8, bytes = $3::int8, error = null,
-            finished_at = now(), expires_at = now() + $4::int * interval '1 day'
+            finished_at = now(), expires_at = now() + $4::int * interval '1 day', download_token_hash = $5::bytea
       where id = $1::uuid
       returning ${COLUMNS}`,
-    [id, rows, bytes, ttlDays],
+    [id, rows, bytes, ttlDays, tokenHash],
   );
   return out[0]!;
 }

@@ -2,7 +2,8 @@ import { pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { problemResponses } from '../../http/schemas.ts';
-import { CreateReportBody, ListReportsQuery, Report, ReportList, ReportParams } from './schemas.ts';
+import { TOKEN_PARAM } from './link.ts';
+import { CreateReportBody, DownloadQuery, ListReportsQuery, Report, ReportList, ReportParams } from './schemas.ts';
 import * as service from './service.ts';
 
 /** Whether Accept-Encoding allows gzip (`gzip`, `x-gzip` or `*`, with q > 0). */
@@ -53,18 +54,26 @@ export const reportRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/reports/:id/download',
     {
-      config: { scope: 'read' },
+      // the e-mailed link: `?token=` instead of the key (the auth plugin lets it through)
+      config: { scope: 'read', tokenParam: TOKEN_PARAM },
       // the file is gzip already: sent as is, or decompressed here, never compressed again
       compress: false,
       schema: {
         tags: ['reports'],
-        summary: 'Download a ready report (gzip passthrough when accepted)',
+        summary: 'Download a ready report (gzip passthrough when accepted); with the API key or the e-mailed link\'s token',
         params: ReportParams,
+        querystring: DownloadQuery,
         response: problemResponses,
       },
     },
     async (req, reply) => {
-      const file = await service.openDownload(req.db, req.auth.tenant_id, req.params.id, config.REPORTS_DIR);
+      // req.auth is null only when the request came with a token and no Authorization header
+      const byLink = req.auth === null;
+      const file = byLink
+        ? await service.openDownloadByToken(req.db, req.params.id, req.query.token ?? '', config.REPORTS_DIR)
+        : await service.openDownload(req.db, req.auth.tenant_id, req.params.id, config.REPORTS_DIR);
+      // a bearer URL: no shared cache may keep what it unlocks
+      if (byLink) reply.header('cache-control', 'private, no-store');
       reply
         .header('content-type', file.format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson')
         .header('content-disposition', `attachment; filename="${file.filename}"`)

@@ -71,4 +71,10 @@ export const ListReportsQuery = Type.Object({ limit: Limit(100, 20), cursor: Typ
 export type ListReportsQuery = Static<typeof ListReportsQuery>;
 export const ReportList = Type.Object({ items: Type.Array(Report), next_cursor: Type.Union([Type.String(), Type.Null()]) });
 
+// no additionalProperties: false and no length bound, so a request with an API key is
+// validated exactly as before the link existed; a malformed token is simply a wrong one (404)
+export const DownloadQuery = Type.Object({
+  token: Type.Optional(Type.String({ description: 'The token of the link in the "report ready" e-mail; stands in for the API key.' })),
+});
+
 export const GeneratePayload = Type.Object({ report_id: ReportId });

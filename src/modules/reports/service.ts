@@ -7,6 +7,7 @@ import { formatUs } from '../../lib/time.ts';
 import { parseTimestamp } from '../readings/timestamp.ts';
 import * as repo from './repository.ts';
 import { openReportFile, reportPath } from './file.ts';
+import { tokenMatches } from './link.ts';
 import type { CreateReportBody, ListReportsQuery, Report, StoredParams } from './schemas.ts';
 
 export const GENERATE_TASK = 'report.generate';
@@ -119,7 +120,21 @@ export async function listReports(db: Db, tenantId: number, q: ListReportsQuery)
 
 /** The ready report's gzip file and the name a download should get. */
 export async function openDownload(db: Db, tenantId: number, id: string, reportsDir: string) {
-  const row = await getReport(db, tenantId, id);
+  return openFile(await getReport(db, tenantId, id), reportsDir);
+}
+
+/**
+ * openDownload for the e-mailed link: no API key, the token is the credential. A wrong
+ * token gets the answer of a missing report, so the link reveals nothing about other ids.
+ */
+export async function openDownloadByToken(db: Db, id: string, token: string, reportsDir: string) {
+  const row = await repo.findForLink(db, id);
+  if (!row || !tokenMatches(token, row.download_token_hash)) throw problem('not-found', `No report '${id}'.`);
+  return openFile(row, reportsDir);
+}
+
+async function openFile(row: repo.ReportRow, reportsDir: string) {
+  const id = row.id;
   const expired = row.status === 'expired' || (row.expires_at !== null && row.expires_at.getTime() <= Date.now());
   if (expired) throw problem('not-found', `Report '${id}' has expired.`);
   if (row.status !== 'ready') throw problem('conflict', `Report '${id}' is ${row.status}, not ready.`);
