@@ -132,6 +132,7 @@ export const ConfigSchema = Type.Object({
     description: 'Base URL under which clients reach this API, for links in e-mails (no trailing query).',
   }),
   WEBHOOK_TIMEOUT_MS: Int(5_000, 100, 60_000, 'A webhook delivery not answered within this fails (and is retried with backoff).'),
+  WEBHOOK_ALLOW_PRIVATE: Bool(false, 'Webhooks may target non-public addresses: loopback and `localhost`, private, link-local (cloud metadata), CGNAT, multicast, reserved. false: refused at registration (IP literals, `localhost`) and at delivery (the address connected to).'),
   JOBS_IN_SERVE: Bool(true, '`pulse serve` also runs one background-job worker in-process (in one cluster worker with `--workers N`); `--no-worker` sets false.'),
   JOBS_CONCURRENCY: Int(4, 1, 256, 'Background jobs run at once per worker process.'),
   JOBS_POOL_MAX: Int(6, 3, 500, 'Connections of the job worker (bulkhead: jobs never use the API or ingest pools); at least JOBS_CONCURRENCY + 2.'),

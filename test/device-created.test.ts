@@ -33,7 +33,7 @@ describe('device.created for devices auto-created by writes', () => {
   let t: TestApp;
   let tasks: TaskList;
   before(async () => {
-    t = await createTestApp();
+    t = await createTestApp({ WEBHOOK_ALLOW_PRIVATE: true });
     tasks = webhookTasks({ config: { ...t.config, WEBHOOK_TIMEOUT_MS: 2_000 }, database: t.database, metrics: createMetrics(), logger: pino({ level: 'silent' }) });
   });
   after(async () => {

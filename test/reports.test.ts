@@ -102,7 +102,7 @@ describe('reports', () => {
   let key: string;
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'pulse-reports-test-'));
-    t = await createTestApp({ REPORTS_DIR: dir });
+    t = await createTestApp({ REPORTS_DIR: dir, WEBHOOK_ALLOW_PRIVATE: true });
     tasks = reportTasks({ config: t.config, database: t.database, metrics: createMetrics(), logger: pino({ level: 'silent' }) });
     key = await t.key('rep');
     const dev = await t.app.inject({ method: 'POST', url: '/v1/devices', headers: bearer(key), payload: { id: 'dev-c', status: 'inactive' } });

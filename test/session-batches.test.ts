@@ -99,7 +99,7 @@ describe('session summaries in batches', () => {
   before(async () => {
     mailDir = await mkdtemp(join(tmpdir(), 'pulse-mail-'));
     receiver = await startReceiver();
-    f = await fixture({ SMTP_URL: '', MAIL_DIR: mailDir });
+    f = await fixture({ SMTP_URL: '', MAIL_DIR: mailDir, WEBHOOK_ALLOW_PRIVATE: true });
   });
   after(async () => {
     await runner?.stop();

@@ -19,7 +19,7 @@ describe('a completed session notifies (webhook session.completed, e-mail)', () 
   before(async () => {
     mailDir = await mkdtemp(join(tmpdir(), 'pulse-mail-'));
     receiver = await startReceiver();
-    t = await createTestApp({ SMTP_URL: '', MAIL_DIR: mailDir });
+    t = await createTestApp({ SMTP_URL: '', MAIL_DIR: mailDir, WEBHOOK_ALLOW_PRIVATE: true });
     runner = await startJobRunner({ url: t.db.url, config: t.config, metrics: createMetrics(), logger: pino({ level: 'silent' }) });
   });
   after(async () => {

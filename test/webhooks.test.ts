@@ -57,7 +57,7 @@ describe('webhooks', () => {
   let receiver: Awaited<ReturnType<typeof startReceiver>>;
   let tasks: TaskList;
   before(async () => {
-    t = await createTestApp();
+    t = await createTestApp({ WEBHOOK_ALLOW_PRIVATE: true });
     receiver = await startReceiver();
     tasks = webhookTasks({ config: { ...t.config, WEBHOOK_TIMEOUT_MS: 1_000 }, database: t.database, metrics: createMetrics(), logger: pino({ level: 'silent' }) });
   });

@@ -4,6 +4,7 @@ import { Value } from 'typebox/value';
 import type { Config } from '../../config.ts';
 import type { Database } from '../../infra/db.ts';
 import type { Metrics } from '../../infra/metrics.ts';
+import { postWebhook } from './post.ts';
 import * as repo from './repository.ts';
 import { DeliveryPayload } from './schemas.ts';
 import { signature } from './service.ts';
@@ -20,6 +21,9 @@ export interface WebhookDeps {
  * deliveries. A non-2xx answer, a timeout or a network error throws, and the job system
  * retries with exponential backoff. The body is the same on every attempt; the timestamp
  * (and so the signature) is that of the attempt, so receivers can reject old replays.
+ * Unless WEBHOOK_ALLOW_PRIVATE, an address that is not public is refused (see targets.ts):
+ * that fails the attempt like a network error, and is retried the same way (the setting
+ * may be changed, a name may resolve elsewhere later).
  */
 export function webhookTasks(deps: WebhookDeps): TaskList {
   const { database, metrics, logger, config } = deps;
@@ -39,8 +43,7 @@ export function webhookTasks(deps: WebhookDeps): TaskList {
       const body = JSON.stringify({ id: payload.delivery_id, event: payload.event, created_at: payload.occurred_at, data: payload.data });
       const timestamp = String(Math.floor(Date.now() / 1000));
       try {
-        const res = await fetch(hook.url, {
-          method: 'POST',
+        const status = await postWebhook(new URL(hook.url), body, {
           headers: {
             'content-type': 'application/json',
             'user-agent': 'pulse-webhooks',
@@ -49,13 +52,11 @@ export function webhookTasks(deps: WebhookDeps): TaskList {
             'x-pulse-timestamp': timestamp,
             'x-pulse-signature': signature(hook.secret, timestamp, body),
           },
-          body,
-          // a redirect is not a delivery: following it would send the payload somewhere unvetted
-          redirect: 'manual',
           signal: AbortSignal.any([AbortSignal.timeout(config.WEBHOOK_TIMEOUT_MS), helpers.abortSignal]),
+          allowPrivate: config.WEBHOOK_ALLOW_PRIVATE,
         });
-        await res.body?.cancel();
-        if (res.status < 200 || res.status > 299) throw new Error(`webhook ${hook.id} answered ${res.status}`);
+        // a redirect (3xx, never followed) is not a delivery either
+        if (status < 200 || status > 299) throw new Error(`webhook ${hook.id} answered ${status}`);
       } catch (err) {
         metrics.webhookDeliveries.inc({ outcome: 'failed' });
         helpers.logger.warn(`webhook ${hook.id} delivery ${payload.delivery_id} failed: ${(err as Error).message}`);

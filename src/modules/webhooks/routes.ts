@@ -10,13 +10,15 @@ import * as service from './service.ts';
  * and a leaked one must not be able to add an exfiltration endpoint or list where data goes.
  */
 export const webhookRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { config } = app.pulse;
+
   app.post(
     '/webhooks',
     {
       config: { scope: 'admin' },
       schema: { tags: ['webhooks'], summary: 'Subscribe a URL to events (the secret is shown once)', body: CreateWebhookBody, response: { 201: CreatedWebhook, ...problemResponses } },
     },
-    async (req, reply) => reply.code(201).send(await service.createWebhook(req.db, req.auth.tenant_id, req.body)),
+    async (req, reply) => reply.code(201).send(await service.createWebhook(req.db, req.auth.tenant_id, req.body, config)),
   );
 
   app.get(

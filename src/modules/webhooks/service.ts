@@ -1,8 +1,10 @@
 import { createHmac, randomBytes } from 'node:crypto';
+import type { Config } from '../../config.ts';
 import type { Db } from '../../infra/db.ts';
 import { problem } from '../../http/errors.ts';
 import * as repo from './repository.ts';
 import { MAX_WEBHOOKS_PER_TENANT, type CreateWebhookBody, type EventName, type Webhook } from './schemas.ts';
+import { PRIVATE_SETTING, privateHostReason } from './targets.ts';
 
 /** With the job system's exponential backoff (e^attempt seconds), about nine hours of retries. */
 export const DELIVERY_MAX_ATTEMPTS = 10;
@@ -11,8 +13,12 @@ export function toWebhook(row: repo.WebhookRow): Webhook {
   return { id: row.id, url: row.url, events: row.events, created_at: row.created_at.toISOString() };
 }
 
-/** Only absolute http(s) URLs; returned normalised (as the WHATWG URL parser writes it). */
-export function checkUrl(text: string): string {
+/**
+ * Only absolute http(s) URLs; returned normalised (as the WHATWG URL parser writes it).
+ * Unless `allowPrivate`, not to a non-public IP literal or `localhost`; names are not
+ * resolved here (their addresses can change): delivery checks the address it connects to.
+ */
+export function checkUrl(text: string, allowPrivate: boolean): string {
   let url: URL;
   try {
     url = new URL(text);
@@ -20,11 +26,13 @@ export function checkUrl(text: string): string {
     throw problem('validation', '`url` is not an absolute URL.');
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw problem('validation', '`url` must be an http:// or https:// URL.');
+  const reason = allowPrivate ? null : privateHostReason(url.hostname);
+  if (reason) throw problem('validation', `\`url\` must reach a public address: ${reason} (the server setting ${PRIVATE_SETTING} allows it).`);
   return url.toString();
 }
 
-export async function createWebhook(db: Db, tenantId: number, body: CreateWebhookBody) {
-  const url = checkUrl(body.url);
+export async function createWebhook(db: Db, tenantId: number, body: CreateWebhookBody, config: Pick<Config, 'WEBHOOK_ALLOW_PRIVATE'>) {
+  const url = checkUrl(body.url, config.WEBHOOK_ALLOW_PRIVATE);
   // 256 random bits; `whsec_` tells people (and secret scanners) what it is
   const secret = `whsec_${randomBytes(32).toString('base64url')}`;
   const row = await repo.insertWebhook(db, tenantId, url, body.events, secret, MAX_WEBHOOKS_PER_TENANT);
