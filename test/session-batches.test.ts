@@ -243,12 +243,16 @@ describe('session summaries in batches', () => {
           );
           ids.push(created[0]!.id);
         }
-        const computed = await repo.computeSummaries(f.t.database.api, [...ids, NO_SESSION]);
+        await f.t.database.api.tx((tx) => repo.summarizeSessions(tx, [...ids, NO_SESSION]));
         const expected = ids.filter((_, i) => !sessions[i]!.open);
-        assert.deepEqual(computed.map((c) => c.id).sort(), [...expected].sort());
-        for (const c of computed) {
-          assert.equal(c.revision, 0);
-          assertSummaryEqual(c.summary as Summary, await rawSummary(f.t.db.pool, c.id), c.id);
+        const { rows: stored } = await f.t.db.pool.query<{ id: string; summary: Summary; stale: boolean }>(
+          `select id::text, summary, stale from sessions where id = any($1::uuid[]) and status = 'completed'`,
+          [ids],
+        );
+        assert.deepEqual(stored.map((c) => c.id).sort(), [...expected].sort());
+        for (const c of stored) {
+          assert.equal(c.stale, false);
+          assertSummaryEqual(c.summary, await rawSummary(f.t.db.pool, c.id), c.id);
         }
         await f.t.db.pool.query(`delete from readings where device_id in (select id from devices where external_id like $1)`, [`prop-${run}-%`]);
         await f.t.db.pool.query(`delete from devices where external_id like $1`, [`prop-${run}-%`]);
@@ -258,7 +262,7 @@ describe('session summaries in batches', () => {
 
     const explain = new ExplainDb(f.t.database.api, true);
     const { rows } = await f.t.db.pool.query<{ id: string }>(`select id::text from sessions where status <> 'open' limit 50`);
-    await repo.computeSummaries(explain, rows.map((r) => r.id));
+    await repo.summarizeSessions(explain, rows.map((r) => r.id));
     assert.deepEqual(readingsSeqScans(explain.explained[0]!.plan).filter((n) => (n['Actual Loops'] ?? 0) > 0), []);
   });
 });

@@ -16,19 +16,17 @@ const SummarizePayload = Type.Object({ session_id: SessionUuid });
 const SummarizeBatchPayload = Type.Object({ session_ids: Type.Array(SessionUuid, { minItems: 1, maxItems: 10_000 }) });
 
 /**
- * Computes the summaries of the sessions (one set-based statement) and stores them (one
- * statement); in the same transaction, the sessions getting their FIRST summary are
- * announced — webhooks and e-mails, one statement each for all of them. A recompute
- * after late readings is not news. Idempotent: a run repeated after a crash stores the
- * same summaries and announces nothing twice.
+ * Computes and stores the summaries of the sessions (one set-based statement) and, in the
+ * same transaction, announces the sessions getting their FIRST summary — webhooks and
+ * e-mails, one statement each for all of them, only when some tenant subscribed or some
+ * session asked for an e-mail. A recompute after late readings is not news. Idempotent: a
+ * run repeated after a crash stores the same summaries and announces nothing twice.
  */
 async function summarize(db: Db, ids: string[]): Promise<void> {
-  const computed = await repo.computeSummaries(db, ids);
-  if (!computed.length) return; // deleted with their devices since
   await db.tx(async (tx) => {
-    const firsts = (await repo.storeSummaries(tx, computed)).filter((s) => s.first);
-    if (!firsts.length) return;
-    const sessions = firsts.map((row) => ({ row, session: toSession(row) }));
+    const announced = await repo.summarizeSessions(tx, ids);
+    if (!announced.length) return;
+    const sessions = announced.map((row) => ({ row, session: toSession(row) }));
     await emitEvents(tx, 'session.completed', sessions.map(({ row, session }) => ({ tenantId: row.tenant_id, data: session })));
     await enqueueMails(tx, sessions.flatMap(({ row, session }) => (row.notify_email ? [summaryMail(row.notify_email, session)] : [])));
   });

@@ -171,80 +171,75 @@ export async function requeueSummaries(db: Db, ids: string[], task: string, maxA
   return rows[0]!.n;
 }
 
-export interface ComputedSummary {
-  id: string;
-  revision: number;
-  summary: Record<string, unknown>;
-}
-
 /**
- * The summaries of sessions from their readings in [started_at, completed_at]: per metric
- * count, min, max, avg, first and last (by ts), plus the readings (rows) and the duration;
- * each with the session's revision as of the same snapshot. One statement for all: an
- * aggregate per session (lateral), so each window is read by an index range scan of its
- * device whatever the statistics say — a hash join would read every readings partition.
- * Sessions that are gone (deleted with their device) or still open are not in the result.
+ * A session's summary from its readings in [started_at, completed_at]: per metric count,
+ * min, max, avg, first and last (by ts), plus the readings (rows) and the duration. One
+ * scan of the window per session (lateral: an index range scan of its device, whatever
+ * the statistics say — a hash join would read every readings partition), aggregated by
+ * position in the metric set, then by name (a device may change metric sets mid-session).
+ * first/last: the least/greatest [epoch, value] pair, no sort (a device has one reading
+ * per ts). `s` is the session row.
  */
-export async function computeSummaries(db: Db, ids: string[]): Promise<ComputedSummary[]> {
-  return db.query<ComputedSummary>(
-    'sessions.compute_summaries',
-    `select s.id::text, s.revision,
-            jsonb_build_object(
-              'duration_s', extract(epoch from s.completed_at - s.started_at)::float8,
-              'readings', n.readings,
-              'metrics', coalesce(m.metrics, '{}'::jsonb)
-            ) as summary
-       from sessions s
-       cross join lateral (
-         select count(*) as readings from readings r
-          where r.device_id = s.device_id and r.ts between s.started_at and s.completed_at
-       ) n
-       cross join lateral (
-         select jsonb_object_agg(g.metric, jsonb_build_object(
-                  'count', g.n, 'min', g.lo, 'max', g.hi, 'avg', g.mean, 'first', g.first, 'last', g.last)) as metrics
-           from (select u.name as metric, count(*) as n, min(u.v) as lo, max(u.v) as hi, avg(u.v) as mean,
-                        (array_agg(u.v order by r.ts))[1] as first, (array_agg(u.v order by r.ts desc))[1] as last
-                   from readings r
-                   join metric_sets ms on ms.id = r.metric_set
-                   cross join lateral unnest(ms.names, r.vals) as u(name, v)
-                  where r.device_id = s.device_id and r.ts between s.started_at and s.completed_at
-                    and u.v is not null
-                  group by u.name) g
-       ) m
-      where s.id = any($1::uuid[]) and s.completed_at is not null`,
-    [ids],
-  );
-}
+const SUMMARY = `jsonb_build_object(
+    'duration_s', extract(epoch from s.completed_at - s.started_at)::float8,
+    'readings', coalesce(a.readings, 0),
+    'metrics', coalesce(a.metrics, '{}'::jsonb))`;
+const SUMMARY_SOURCE = `lateral (
+    select sum(m.rows)::int8 as readings,
+           jsonb_object_agg(m.name, jsonb_build_object('count', m.n, 'min', m.lo, 'max', m.hi, 'avg', m.total / m.n,
+                                                       'first', m.first[2], 'last', m.last[2])) filter (where m.n > 0) as metrics
+      from (select ms.names[p.i] as name, sum(p.rows) filter (where p.i = 1) as rows, sum(p.n)::int8 as n,
+                   min(p.lo) as lo, max(p.hi) as hi, sum(p.total) as total, min(p.first) as first, max(p.last) as last
+              from (select r.metric_set, u.i, count(*) as rows, count(u.v) as n, min(u.v) as lo, max(u.v) as hi, sum(u.v) as total,
+                           min(array[date_part('epoch', r.ts), u.v]) filter (where u.v is not null) as first,
+                           max(array[date_part('epoch', r.ts), u.v]) filter (where u.v is not null) as last
+                      from readings r cross join lateral unnest(r.vals) with ordinality as u(v, i)
+                     where r.device_id = s.device_id and r.ts between s.started_at and s.completed_at
+                     group by r.metric_set, u.i) p
+              join metric_sets ms on ms.id = p.metric_set
+             group by 1) m
+  ) a`;
 
-export interface StoredSummary extends SessionRow {
+export interface AnnouncedSummary extends SessionRow {
   tenant_id: number;
-  /** The session's first summary (news: webhook, e-mail), not a recompute after late readings. */
-  first: boolean;
   notify_email: string | null;
 }
 
 /**
- * Stores summaries in one statement, each stale when a late reading bumped its session's
- * revision after it was computed; returns the sessions as stored. Rows are locked in id
- * order (the first-summary test reads summarized_at under the lock): two batches sharing
- * sessions wait for each other instead of deadlocking.
+ * Computes and stores the summaries of sessions in one statement (run it in the
+ * transaction that announces them); sessions gone or still open are skipped. Each summary
+ * is stale when a late reading bumped its session's revision after the statement's
+ * snapshot: the row lock then sees the newer revision. Rows are locked in id order, as
+ * late marks lock them: the two wait for each other, never deadlock.
+ *
+ * Returns only the sessions to announce: those getting their FIRST summary (a recompute
+ * after late readings is not news) whose tenant has a session.completed webhook or that
+ * asked for an e-mail.
  */
-export async function storeSummaries(db: Db, computed: ComputedSummary[]): Promise<StoredSummary[]> {
-  if (!computed.length) return [];
-  return db.query<StoredSummary>(
-    'sessions.store_summaries',
-    `with input as (
-       select * from unnest($1::uuid[], $2::int4[], $3::jsonb[]) as i(id, revision, summary)
+export async function summarizeSessions(tx: Db, ids: string[]): Promise<AnnouncedSummary[]> {
+  return tx.query<AnnouncedSummary>(
+    'sessions.summarize',
+    `with computed as (
+       select s.id, s.revision, ${SUMMARY} as summary
+         from sessions s cross join ${SUMMARY_SOURCE}
+        where s.id = any($1::uuid[]) and s.completed_at is not null
      ),
      prev as materialized (
-       select s.id, s.summarized_at from sessions s where s.id in (select id from input) order by s.id for update
+       select s.id, s.summarized_at from sessions s where s.id in (select id from computed) order by s.id for update
+     ),
+     stored as (
+       update sessions s set status = 'completed', summary = c.summary, stale = (s.revision <> c.revision),
+              error = null, summarized_at = now()
+         from computed c, prev p
+        where s.id = c.id and p.id = s.id and s.status in ('completing', 'completed', 'failed')
+       returning s.*, p.summarized_at is null as first
      )
-     update sessions s set status = 'completed', summary = i.summary, stale = (s.revision <> i.revision),
-            error = null, summarized_at = now()
-       from input i, prev p, devices d
-      where s.id = i.id and p.id = s.id and d.id = s.device_id and s.status in ('completing', 'completed', 'failed')
-      returning s.tenant_id, p.summarized_at is null as first, s.notify_email, ${COLUMNS}`,
-    [computed.map((c) => c.id), computed.map((c) => c.revision), computed.map((c) => JSON.stringify(c.summary))],
+     select s.tenant_id, s.notify_email, ${COLUMNS}
+       from stored s join devices d on d.id = s.device_id
+      where s.first
+        and (s.notify_email is not null
+             or exists (select 1 from webhooks w where w.tenant_id = s.tenant_id and 'session.completed' = any(w.events)))`,
+    [ids],
   );
 }
 
