@@ -12,12 +12,17 @@ export const aggOf = (alias: string) => AGG_COLUMNS.split(', ').map((c) => `${al
 
 export const EPOCH = "timestamptz 'epoch'";
 
-/** `src` (rows with `keys` and AGG_COLUMNS) combined into one row per `keys`. */
+/**
+ * `src` (rows with `keys` and AGG_COLUMNS) combined into one row per `keys`. first/last:
+ * the value of the least/greatest (epoch, value) pair — the earliest ts, the smallest value
+ * on a tie — in one pass, without sorting the rows per key. (date_part's float8 epoch
+ * keeps microsecond timestamps apart and in order.)
+ */
 export const combine = (keys: string, src: string) => `
   select ${keys}, sum(count)::int8 as count, sum(sum) as sum, min(min) as min, max(max) as max,
-         min(first_ts) as first_ts, min(first_v) filter (where first_ts = f) as first_v,
-         max(last_ts) as last_ts, max(last_v) filter (where last_ts = l) as last_v
-    from (select *, min(first_ts) over w as f, max(last_ts) over w as l from (${src}) s window w as (partition by ${keys})) c
+         min(first_ts) as first_ts, (min(array[date_part('epoch', first_ts), first_v]))[2] as first_v,
+         max(last_ts) as last_ts, (max(array[date_part('epoch', last_ts), last_v]))[2] as last_v
+    from (${src}) s
    group by ${keys}`;
 
 /** A raw value `v` at `ts` as a partial aggregate. */
