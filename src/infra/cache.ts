@@ -27,6 +27,25 @@ export const STATS_CLOSED_US = 3_600e6;
 export const STATS_LATE_US = 1_800e6;
 export type CacheTier = 'l1' | 'l2' | 'miss';
 
+/** Bytes an L1 entry is counted for: its answer's body and ETag, plus the objects around them. */
+const ENTRY_OVERHEAD_BYTES = 256;
+function entrySize(item: object): number {
+  const v = (item as { value?: { v?: Partial<Rendered> } }).value?.v;
+  if (typeof v?.body === 'string') return Buffer.byteLength(v.body, 'utf8') + (v.etag?.length ?? 0) + ENTRY_OVERHEAD_BYTES;
+  return Buffer.byteLength(JSON.stringify(item), 'utf8') + ENTRY_OVERHEAD_BYTES;
+}
+
+/**
+ * The L1's LRU. bentocache 1.6 (issue Julien-R44/bentocache#111) refills an unserialized
+ * L1 from L2 with the serialized string, which its next L1 read cannot decode: such a
+ * string is decoded here, once, with bentocache's default serializer (JSON).
+ */
+class L1Entries extends LRUCache<string, object> {
+  override set(key: string, value: object | string | undefined, options?: LRUCache.SetOptions<string, object, unknown>): this {
+    return super.set(key, typeof value === 'string' ? (JSON.parse(value) as object) : value, options);
+  }
+}
+
 /** The cache as one request sees it: lookups record what they did, for Server-Timing and the stale header. */
 export class RequestCache {
   tier: CacheTier | null = null;
@@ -153,19 +172,21 @@ export class PulseCache {
     private readonly log: Logger,
   ) {
     if (!config.CACHE_ENABLED) return;
-    const l1 = new LRUCache<string, string>({
+    const l1 = new L1Entries({
       maxSize: config.CACHE_L1_MAX_BYTES,
       // one huge answer must not flush everything else
       maxEntrySize: Math.max(1, Math.floor(config.CACHE_L1_MAX_BYTES / 8)),
-      sizeCalculation: (v) => Buffer.byteLength(v, 'utf8'),
+      sizeCalculation: entrySize,
       dispose: (_v, key, reason) => {
         if (reason === 'evict') metrics.cacheEvictions.inc({ kind: kindOf(key), reason: 'capacity' });
       },
     });
     metrics.cacheSource.l1Bytes = () => l1.calculatedSize;
     metrics.cacheSource.circuitOpen = () => (Date.now() < this.circuitOpenUntil ? 1 : 0);
-    // cacheInstance: bentocache's memory driver takes an LRU of ours, so its bytes can be measured
-    let store = bentostore().useL1Layer(memoryDriver({ cacheInstance: l1 } as Parameters<typeof memoryDriver>[0]));
+    // cacheInstance: bentocache's memory driver takes an LRU of ours, so its bytes can be
+    // measured. serialize false: L1 holds the entries themselves — a hit neither parses a
+    // copy of the answer nor leaves one behind as garbage (entries are never mutated).
+    let store = bentostore().useL1Layer(memoryDriver({ cacheInstance: l1, serialize: false } as Parameters<typeof memoryDriver>[0]));
     if (config.REDIS_URL) {
       const options: RedisOptions = {
         commandTimeout: config.REDIS_TIMEOUT_MS,
