@@ -10,12 +10,16 @@ import { LRUCache } from 'lru-cache';
 export interface Rendered {
   body: string;
   etag: string;
+  /** Rendered for this one answer (not cached): compressed at the per-request effort and not kept. */
+  once?: boolean;
 }
 
 /** A strong validator of the serialized (uncompressed) body. */
 export const etagOf = (body: string | Buffer) => `"${createHash('sha1').update(body).digest('base64url')}"`;
 
 export const renderBody = (body: string): Rendered => ({ body, etag: etagOf(body) });
+/** renderBody for an answer that is sent once and not cached. */
+export const renderOnce = (body: string): Rendered => ({ body, etag: etagOf(body), once: true });
 
 /** An answer that may have come from the cache (rendered) or not (a value still to serialize). */
 export type Answer<T> = { rendered: Rendered } | { value: T };
@@ -35,7 +39,12 @@ const GZIP_ALIAS = /\*|x-gzip/g;
 export interface EncodedOptions {
   enabled: boolean;
   thresholdBytes: number;
+  /** Effort for answers compressed once and kept (the LRU). */
   brotliQuality: number;
+  gzipLevel: number;
+  /** Effort for answers compressed per request: `once` answers, or all of them without an LRU. */
+  onceBrotliQuality: number;
+  onceGzipLevel: number;
   maxBytes: number;
 }
 
@@ -68,16 +77,20 @@ export class EncodedBodies {
   }
 
   get(r: Rendered, encoding: Encoding): Buffer {
+    const keep = this.lru !== null && !r.once;
     const key = `${encoding}${r.etag}`;
-    const hit = this.lru?.get(key);
+    const hit = keep ? this.lru!.get(key) : undefined;
     if (hit) return hit;
     const out =
       encoding === 'br'
         ? zlib.brotliCompressSync(r.body, {
-            params: { [zlib.constants.BROTLI_PARAM_QUALITY]: this.opts.brotliQuality, [zlib.constants.BROTLI_PARAM_MODE]: zlib.constants.BROTLI_MODE_TEXT },
+            params: {
+              [zlib.constants.BROTLI_PARAM_QUALITY]: keep ? this.opts.brotliQuality : this.opts.onceBrotliQuality,
+              [zlib.constants.BROTLI_PARAM_MODE]: zlib.constants.BROTLI_MODE_TEXT,
+            },
           })
-        : zlib.gzipSync(r.body);
-    this.lru?.set(key, out);
+        : zlib.gzipSync(r.body, { level: keep ? this.opts.gzipLevel : this.opts.onceGzipLevel });
+    if (keep) this.lru!.set(key, out);
     return out;
   }
 

@@ -7,7 +7,7 @@ import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { Metrics } from './metrics.ts';
-import { renderBody, type Rendered } from '../http/rendered.ts';
+import { renderBody, renderOnce, type Rendered } from '../http/rendered.ts';
 
 /**
  * What is cached. Static kinds change only through the devices API; dynamic kinds change
@@ -73,10 +73,21 @@ export class RequestCache {
       key,
       async (at) => {
         const value = await load();
-        return value === undefined ? undefined : renderBody(this.serialize(present(value, at)));
+        if (value === undefined) return undefined;
+        const body = this.serialize(present(value, at));
+        return this.shared.enabled ? renderBody(body) : renderOnce(body);
       },
       tags,
     );
+    return hit?.value;
+  }
+  /** rendered() for an answer whose load() renders its body itself (JSON text). */
+  async prerendered(kind: CacheKind, key: string, load: () => Promise<string | undefined>, tags?: string[]): Promise<Rendered | undefined> {
+    const hit = await this.shared.get<Rendered>(this, kind, key, async () => {
+      const body = await load();
+      if (body === undefined) return undefined;
+      return this.shared.enabled ? renderBody(body) : renderOnce(body);
+    }, tags);
     return hit?.value;
   }
   record(tier: CacheTier, stale: boolean) {

@@ -1,17 +1,21 @@
 import type { Db } from '../../infra/db.ts';
-import { TS_IN, TS_OUT } from '../readings/repository.ts';
+import { TS_IN } from '../readings/repository.ts';
 import { aggOf, combine, EPOCH, RAW_PARTIAL } from '../rollups/sql.ts';
 import type { ReadPlan } from './plan.ts';
 
-export interface StatsRow {
-  bucket_us: number | null;
-  count: number;
-  sum: number;
-  min: number;
-  max: number;
-  first: number;
-  last: number;
-}
+/**
+ * The stats answers' `buckets` array, rendered by PostgreSQL as JSON text: the values go
+ * out as they are stored, without a row object per bucket to parse and serialize again.
+ * Each bucket as the API documents it (StatsBucket): ts, count, min, max, avg, sum, first,
+ * last. Floats are written by float8out, the shortest text that reads back exactly, as
+ * JSON.stringify does (only large and tiny magnitudes differ in notation, e.g. 1e+16).
+ */
+const num = (x: string) => `coalesce((${x})::text, 'null')`;
+const BUCKETS_JSON = `coalesce(string_agg(
+    '{"ts":"' || to_char(b.bucket at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '","count":' || b.count ||
+    ',"min":' || ${num('b.min')} || ',"max":' || ${num('b.max')} || ',"avg":' || ${num('b.sum / b.count')} ||
+    ',"sum":' || ${num('b.sum')} || ',"first":' || ${num('b.first_v')} || ',"last":' || ${num('b.last_v')} || '}',
+    ',' order by b.bucket), '')`;
 
 /**
  * Both stats statements take the metric as $3, the bucket width as $4 and a ReadPlan as
@@ -45,12 +49,11 @@ const ROLLUP_PART = (level: number, table: string, where: string) => `
 const RAW_RANGES = `select ${TS_IN('f')} as f, ${TS_IN('t')} as t from unnest($5::int8[], $6::int8[]) as u(f, t)
                union all select f, t from stale`;
 
-const RESULT = `${TS_OUT('b.bucket')} as bucket_us, b.count, b.sum, b.min, b.max, b.first_v as first, b.last_v as last`;
 const BUCKETS = combine('bucket', `select date_bin($4::interval, bucket, ${EPOCH}) as bucket, count, sum, min, max, first_ts, first_v, last_ts, last_v from parts`);
 
-/** The device (no row: no such device; one row of nulls: no data), and one metric's aggregates per bucket. */
+/** One metric's aggregates per bucket of the device, as a JSON array's elements (no row: no such device). */
 export async function deviceStats(db: Db, tenantId: number, device: string, metric: string, bucket: string, plan: ReadPlan) {
-  return db.query<StatsRow & { device_id: number }>(
+  return db.query<{ buckets: string }>(
     'stats.device',
     `with dev as (select d.id from devices d where d.tenant_id = $1::bigint and d.external_id = $2::text),
      ${PLAN_CTES},
@@ -73,17 +76,15 @@ export async function deviceStats(db: Db, tenantId: number, device: string, metr
          join sets m on m.id = r.metric_set
         where r.vals[m.pos] is not null
      )
-     select dev.id as device_id, ${RESULT}
-       from dev left join (${BUCKETS}) b on true
-      order by b.bucket`,
+     select (select ${BUCKETS_JSON} from (${BUCKETS}) b) as buckets from dev`,
     [tenantId, device, metric, bucket, plan.rawFromUs, plan.rawToUs, plan.level, plan.levelFromUs, plan.levelToUs, plan.levelSpanUs],
   );
 }
 
-/** One metric's aggregates per bucket over the tenant's devices (of one status, or all: null). */
+/** One metric's aggregates per bucket over the tenant's devices (of one status, or all: null), as deviceStats's. */
 export async function fleetStats(db: Db, tenantId: number, status: string | null, metric: string, bucket: string, plan: ReadPlan) {
   const fleet = 'x.tenant_id = $1::bigint and ($2::text is null or x.status = $2::text)';
-  return db.query<StatsRow>(
+  return db.query<{ buckets: string }>(
     'stats.fleet',
     `with devs as (select d.id from devices d where d.tenant_id = $1::bigint and ($2::text is null or d.status = $2::text)),
      ${PLAN_CTES},
@@ -107,7 +108,7 @@ export async function fleetStats(db: Db, tenantId: number, status: string | null
          join sets m on m.id = r.metric_set
         where r.vals[m.pos] is not null
      )
-     select ${RESULT} from (${BUCKETS}) b order by b.bucket`,
+     select ${BUCKETS_JSON} as buckets from (${BUCKETS}) b`,
     [tenantId, status, metric, bucket, plan.rawFromUs, plan.rawToUs, plan.level, plan.levelFromUs, plan.levelToUs, plan.levelSpanUs],
   );
 }

@@ -1,6 +1,6 @@
 import { STATS_CLOSED_US, type RequestCache } from '../../infra/cache.ts';
 import type { Db } from '../../infra/db.ts';
-import type { Answer } from '../../http/rendered.ts';
+import { renderOnce, type Answer } from '../../http/rendered.ts';
 import { problem } from '../../http/errors.ts';
 import { formatUs, nowUs } from '../../lib/time.ts';
 import { parseTimestamp } from '../readings/timestamp.ts';
@@ -35,16 +35,8 @@ function window(q: StatsQuery) {
   return { bucket, fromUs, toUs };
 }
 
-const toBucket = (r: repo.StatsRow) => ({
-  ts: formatUs(r.bucket_us!),
-  count: r.count,
-  min: r.min,
-  max: r.max,
-  avg: r.sum / r.count,
-  sum: r.sum,
-  first: r.first,
-  last: r.last,
-});
+/** A stats answer's JSON: `head`'s fields, then `buckets` (the array's elements, rendered by the SQL). */
+const statsBody = (head: Record<string, string>, buckets: string) => `${JSON.stringify(head).slice(0, -1)},"buckets":[${buckets}]}`;
 
 /**
  * Stats of one metric per bucket, for a device or a tenant's fleet: rollups for whole
@@ -82,17 +74,16 @@ export class StatsService {
       const plan = planRead(fromUs, toUs, bucket, await this.done(db));
       const rows = await repo.deviceStats(db, tenantId, device, q.metric, BUCKET_INTERVAL[bucket], plan);
       if (!rows.length) return undefined;
-      const buckets = rows.filter((r) => r.bucket_us !== null).map(toBucket);
-      return { device, metric: q.metric, bucket, from: formatUs(fromUs), to: formatUs(toUs), buckets };
+      return statsBody({ device, metric: q.metric, bucket, from: formatUs(fromUs), to: formatUs(toUs) }, rows[0]!.buckets);
     };
     const notFound = () => problem('not-found', `No device '${device}'.`);
     if (!closed(cache, toUs)) {
-      const value = await read();
-      if (!value) throw notFound();
-      return { value };
+      const body = await read();
+      if (body === undefined) throw notFound();
+      return { rendered: renderOnce(body) };
     }
     const key = cache.shared.keys.deviceStats(tenantId, JSON.stringify([q.metric, bucket, fromUs, toUs]), device);
-    const rendered = await cache.rendered('stats', key, read, undefined, [cache.shared.keys.deviceStatsTag(tenantId, device)]);
+    const rendered = await cache.prerendered('stats', key, read, [cache.shared.keys.deviceStatsTag(tenantId, device)]);
     if (!rendered) throw notFound();
     return { rendered };
   }
@@ -104,11 +95,11 @@ export class StatsService {
     const read = async () => {
       const plan = planRead(fromUs, toUs, bucket, await this.done(db));
       const rows = await repo.fleetStats(db, tenantId, status === 'any' ? null : status, q.metric, BUCKET_INTERVAL[bucket], plan);
-      return { status, metric: q.metric, bucket, from: formatUs(fromUs), to: formatUs(toUs), buckets: rows.map(toBucket) };
+      return statsBody({ status, metric: q.metric, bucket, from: formatUs(fromUs), to: formatUs(toUs) }, rows[0]!.buckets);
     };
-    if (!closed(cache, toUs)) return { value: await read() };
+    if (!closed(cache, toUs)) return { rendered: renderOnce(await read()) };
     const key = cache.shared.keys.fleetStats(tenantId, JSON.stringify([status, q.metric, bucket, fromUs, toUs]));
-    return { rendered: (await cache.rendered('stats', key, read, undefined, [cache.shared.keys.fleetStatsTag(tenantId)]))! };
+    return { rendered: (await cache.prerendered('stats', key, read, [cache.shared.keys.fleetStatsTag(tenantId)]))! };
   }
 }
 
