@@ -4,6 +4,8 @@ import { createTestApp, type TestApp } from './helpers/app.ts';
 import { ExplainDb, indexesUsed, readingsSeqScans, walkPlan } from '../src/infra/explain.ts';
 import * as repo from '../src/modules/readings/repository.ts';
 import { seed } from '../src/tools/seed.ts';
+import { planRead } from '../src/modules/stats/plan.ts';
+import * as statsRepo from '../src/modules/stats/repository.ts';
 
 /**
  * The hot queries' plans on a table large enough for the planner to care (200 devices ×
@@ -59,6 +61,26 @@ describe('query plans', () => {
     const q = await explain((db) => repo.statsOfDevice(db, tenantId, 'sensor-7', 'temperature', startUs, endUs, '1 hour'));
     assert.deepEqual(readingsSeqScans(q.plan), []);
     assert.ok(indexesUsed(q.plan).some((i) => /^readings_.*pkey$/.test(i)), JSON.stringify(indexesUsed(q.plan)));
+  });
+
+  it('device stats ask for a generic plan: they run on the generic pool, other reads and transactions do not', async () => {
+    const ran = async () => {
+      const h = (await t.app.pulse.metrics.dbQueries.get()).values.filter((v) => v.metricName?.endsWith('_count'));
+      return (query: string, pool: string) => h.find((v) => v.labels.query === query && v.labels.pool === pool)?.value ?? 0;
+    };
+    const plan = planRead(startUs, endUs, '1h', null);
+    const before = await ran();
+    const rows = await statsRepo.deviceStats(t.database.api, tenantId, 'sensor-7', 'temperature', '1 hour', plan);
+    assert.ok(rows[0]!.buckets.startsWith('{"ts":"'), rows[0]!.buckets.slice(0, 80));
+    await t.database.api.tx((tx) => statsRepo.deviceStats(tx, tenantId, 'sensor-7', 'temperature', '1 hour', plan));
+    await statsRepo.fleetStats(t.database.api, tenantId, null, 'temperature', '1 hour', plan);
+    const after = await ran();
+    assert.equal(after('stats.device', 'generic') - before('stats.device', 'generic'), 1, 'the read: generic pool');
+    assert.equal(after('stats.device', 'query') - before('stats.device', 'query'), 1, 'in a transaction: its connection');
+    assert.equal(after('stats.fleet', 'generic') - before('stats.fleet', 'generic'), 0, 'fleet stats: not generic');
+    const mode = async (pool: 'generic' | 'query') => (await t.database.pools[pool].query('show plan_cache_mode')).rows[0].plan_cache_mode;
+    assert.equal(await mode('generic'), 'force_generic_plan');
+    assert.equal(await mode('query'), 'auto');
   });
 
   it('latest of a device reads the latest table by its primary key, never readings', async () => {

@@ -8,7 +8,7 @@ import type { Metrics } from './metrics.ts';
 // selected as epoch microseconds), int8 ids stay strings unless a query casts them.
 pg.types.setTypeParser(pg.types.builtins.INT8, (v: string) => Number(v));
 
-export type PoolName = 'query' | 'ingest';
+export type PoolName = 'query' | 'ingest' | 'generic';
 
 /** Accumulates the database time of one request, for Server-Timing. */
 export interface QueryTiming {
@@ -16,9 +16,19 @@ export interface QueryTiming {
   queries: number;
 }
 
+/**
+ * How a statement is planned. 'generic': on a connection with plan_cache_mode
+ * force_generic_plan (the query pool's reads only; inside a transaction the hint is
+ * ignored) — for a statement whose planning costs more than a plan fitted to its
+ * arguments saves, and whose generic plan was measured as good for every argument.
+ */
+export interface QueryOptions {
+  plan?: 'generic';
+}
+
 /** What repositories take: a pool or a transaction, with every statement named. */
 export interface Db {
-  query<T extends object = Record<string, unknown>>(name: string, sql: string, params?: unknown[]): Promise<T[]>;
+  query<T extends object = Record<string, unknown>>(name: string, sql: string, params?: unknown[], opts?: QueryOptions): Promise<T[]>;
   /** Runs fn in one transaction on one connection; commits when it resolves. */
   tx<T>(fn: (tx: Db) => Promise<T>): Promise<T>;
   /** A view of the same pool that adds its time to `timing`. */
@@ -28,6 +38,9 @@ export interface Db {
 interface Runner {
   query(text: { name?: string; text: string; values?: unknown[] }): Promise<pg.QueryResult>;
 }
+
+/** Connections of the pool for generic-plan reads (QueryOptions): a quarter of DB_QUERY_POOL_MAX, at least 1. */
+export const genericPoolMax = (config: Pick<Config, 'DB_QUERY_POOL_MAX'>) => Math.max(1, Math.ceil(config.DB_QUERY_POOL_MAX / 4));
 
 /** After a failed transaction: roll back and return the connection, or discard it if it is broken. */
 export async function rollbackAndRelease(conn: pg.PoolClient): Promise<void> {
@@ -47,8 +60,9 @@ class NamedDb implements Db {
     private readonly timing: QueryTiming | null,
   ) {}
 
-  async query<T extends object>(name: string, sql: string, params: unknown[] = []): Promise<T[]> {
-    const runner = this.runner ?? this.owner.pools[this.pool];
+  async query<T extends object>(name: string, sql: string, params: unknown[] = [], opts?: QueryOptions): Promise<T[]> {
+    const pool = !this.runner && opts?.plan === 'generic' && this.pool === 'query' ? 'generic' : this.pool;
+    const runner = this.runner ?? this.owner.pools[pool];
     const start = performance.now();
     let outcome = 'ok';
     try {
@@ -64,7 +78,7 @@ class NamedDb implements Db {
         this.timing.dbMs += ms;
         this.timing.queries += 1;
       }
-      this.owner.observe(name, this.pool, outcome, ms);
+      this.owner.observe(name, pool, outcome, ms);
     }
   }
 
@@ -120,12 +134,15 @@ export class Database {
       // measured again for stats alone (a pool of their own): a device's 30-day stats went
       // from 3.7 to 2.4 ms, but fleet stats from 2.5 to 14 ms once the rollups had grown —
       // a generic plan is fixed on estimates, and these statements' best plan depends on
-      // their arguments.
+      // their arguments. So a statement may ask for a generic plan (QueryOptions) where that
+      // was measured as better for every argument: it then runs on the `generic` pool.
       options: '-c jit=off',
     };
     this.pools = {
       query: new pg.Pool({ ...common, max: config.DB_QUERY_POOL_MAX }),
       ingest: new pg.Pool({ ...common, max: config.DB_INGEST_POOL_MAX }),
+      // reads that asked for a generic plan (QueryOptions): a quarter of the query pool's size
+      generic: new pg.Pool({ ...common, max: genericPoolMax(config), options: `${common.options} -c plan_cache_mode=force_generic_plan` }),
     };
     for (const [name, pool] of Object.entries(this.pools)) {
       // an idle client's error (server restart) must not crash the process

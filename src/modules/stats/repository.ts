@@ -78,6 +78,11 @@ export async function deviceStats(db: Db, tenantId: number, device: string, metr
      )
      select (select ${BUCKETS_JSON} from (${BUCKETS}) b) as buckets from dev`,
     [tenantId, device, metric, bucket, plan.rawFromUs, plan.rawToUs, plan.level, plan.levelFromUs, plan.levelToUs, plan.levelSpanUs],
+    // planning (every readings partition, for the raw ranges) cost more than a fitted plan
+    // saves: on the bench database, generic vs custom, ms: 30 days hourly 3.6 vs 6.5, the
+    // same raw only 18.6 vs 20.5, a day by minute 1.6 vs 4.2, 30 days daily 0.7 vs 3.5.
+    // (Fleet stats stay custom: their generic plan took 16 ms against 5.)
+    { plan: 'generic' },
   );
 }
 
