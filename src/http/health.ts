@@ -1,6 +1,9 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import cluster from 'node:cluster';
 import { Type } from 'typebox';
+import { ClusterMetricsClient } from '../infra/cluster-metrics.ts';
 import { latestMigrationVersion } from '../infra/migrate.ts';
+import { problem } from './errors.ts';
 
 export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { database, metrics } = app.pulse;
@@ -25,8 +28,22 @@ export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
     }
   });
 
+  // a cluster worker (`pulse serve --workers N`) answers for the whole cluster, through
+  // the primary; a single process, its own registry
+  const clusterMetrics = cluster.isWorker ? new ClusterMetricsClient() : null;
+  if (clusterMetrics) app.addHook('onClose', async () => clusterMetrics.close());
+
   app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
+    if (!clusterMetrics) {
+      reply.type(metrics.registry.contentType);
+      return metrics.registry.metrics();
+    }
+    // no fallback to this worker's registry: Prometheus would take its counters, a
+    // fraction of the cluster's, for a reset. A failed scrape is a gap, not a wrong value.
+    const text = await clusterMetrics.fetch().catch((err: unknown) => {
+      throw problem('unavailable', 'The cluster\'s metrics could not be gathered from every worker.', {}, { cause: err, retryAfterS: 1 });
+    });
     reply.type(metrics.registry.contentType);
-    return metrics.registry.metrics();
+    return text;
   });
 };

@@ -3,6 +3,12 @@ import client from 'prom-client';
 /**
  * One registry per app instance (tests build several apps in one process). Every
  * layer's metrics are declared here so /metrics is documented in one place.
+ *
+ * With `pulse serve --workers N`, /metrics combines the workers' registries
+ * (infra/cluster-metrics.ts) metric by metric with its `aggregator`: counters and
+ * histograms, and gauges of per-process quantities (buffers, cache bytes, pool
+ * connections), are summed — prom-client's default; gauges of one shared state (the
+ * queue, the rollup watermark, "is anything broken") take the max.
  */
 export function createMetrics() {
   const registry = new client.Registry();
@@ -80,6 +86,8 @@ export function createMetrics() {
     rollupLagSeconds: new client.Gauge({
       name: 'pulse_rollup_lag_seconds',
       help: 'How far the rollup watermark is behind now, as of the last refresh run in this process',
+      // one watermark; processes that never refreshed report 0
+      aggregator: 'max',
       registers: [registry],
     }),
     cacheLookups: new client.Counter({
@@ -118,6 +126,8 @@ export function createMetrics() {
     cacheL2Circuit: new client.Gauge({
       name: 'pulse_cache_l2_circuit_open',
       help: '1 while the L2 (Redis) tier is skipped after a failure (circuit open), else 0',
+      // 1 if any process has it open
+      aggregator: 'max',
       registers: [registry],
       collect() {
         this.set(cacheSource.circuitOpen());
@@ -161,6 +171,8 @@ export function createMetrics() {
       name: 'pulse_jobs',
       help: 'Jobs in the queue (all workers) by task and state: queued (waiting, retries included), running, failed (attempts exhausted); reported by processes that run a worker',
       labelNames: ['task', 'state'] as const,
+      // the one queue's counts: summing two reporting processes would count it twice
+      aggregator: 'max',
       registers: [registry],
       async collect() {
         const s = await jobsSource.snapshot();
@@ -171,6 +183,8 @@ export function createMetrics() {
     jobsOldestQueued: new client.Gauge({
       name: 'pulse_jobs_oldest_queued_seconds',
       help: 'Age of the oldest job due to run and not yet started (0 when none)',
+      // the one queue; processes without a job worker report 0
+      aggregator: 'max',
       registers: [registry],
       async collect() {
         this.set((await jobsSource.snapshot())?.oldestQueuedS ?? 0);

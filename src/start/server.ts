@@ -2,8 +2,9 @@ import cluster from 'node:cluster';
 import type { Logger } from 'pino';
 import { buildApp } from '../app.ts';
 import type { Config } from '../config.ts';
+import { joinClusterMetrics, serveClusterMetrics } from '../infra/cluster-metrics.ts';
 import { Database } from '../infra/db.ts';
-import { createMetrics } from '../infra/metrics.ts';
+import { createMetrics, type Metrics } from '../infra/metrics.ts';
 import { migrate } from '../infra/migrate.ts';
 import { ensurePartitions } from '../infra/partitions.ts';
 import { PARTITION_DAYS_AHEAD, PARTITION_DAYS_BACK } from '../jobs/maintenance.ts';
@@ -42,8 +43,7 @@ export function onSignals(handler: (signal: string) => Promise<void>, log: Logge
 }
 
 /** One HTTP process: pools, app, listen. Returns when listening. */
-async function serveOne(url: string, config: Config, log: Logger, release: () => Promise<void>) {
-  const metrics = createMetrics();
+async function serveOne(url: string, config: Config, log: Logger, release: () => Promise<void>, metrics: Metrics = createMetrics()) {
   const database = new Database(url, config, metrics, log);
   const created = await ensurePartitions(database.api, PARTITION_DAYS_BACK, PARTITION_DAYS_AHEAD);
   if (created) log.info({ created }, 'readings partitions created');
@@ -73,7 +73,10 @@ async function serveOne(url: string, config: Config, log: Logger, release: () =>
  */
 export async function serve(config: Config, log: Logger, workers = config.WORKERS): Promise<void> {
   if (cluster.isWorker) {
-    await serveOne(config.DATABASE_URL, config, log, async () => {});
+    // /metrics answers for the cluster: the primary gathers every worker's registry
+    const metrics = createMetrics();
+    joinClusterMetrics(metrics.registry);
+    await serveOne(config.DATABASE_URL, config, log, async () => {}, metrics);
     return;
   }
   const db = await openDatabase(config, log);
@@ -87,6 +90,7 @@ export async function serve(config: Config, log: Logger, workers = config.WORKER
     await serveOne(db.url, config, log, db.release);
     return;
   }
+  serveClusterMetrics(log);
   let stopping = false;
   const env = { DATABASE_URL: db.url, MIGRATE_ON_START: 'false' };
   // one job worker in total: in the first HTTP worker, and in whichever replaces it
