@@ -7,22 +7,11 @@ import { webhookTasks } from '../src/modules/webhooks/jobs.ts';
 import { bearer, createTestApp, type TestApp } from './helpers/app.ts';
 import { startReceiver } from './helpers/receiver.ts';
 import { runJobsOnce } from './helpers/wait.ts';
+import { ndjson, statementCounts } from './helpers/statements.ts';
 
 type Receiver = Awaited<ReturnType<typeof startReceiver>>;
 type Line = { device: string; ts?: number; metrics: Record<string, number> };
-const ndjson = (lines: Line[]) => `${lines.map((l) => JSON.stringify(l)).join('\n')}\n`;
 
-/** Statements the app ran, by `name:outcome`, from its own per-statement metrics. */
-async function statementCounts(app: TestApp['app']): Promise<Map<string, number>> {
-  const body = (await app.inject({ url: '/metrics' })).body;
-  const counts = new Map<string, number>();
-  for (const m of body.matchAll(/^pulse_db_query_duration_seconds_count\{([^}]*)\} (\d+)$/gm)) {
-    const labels = Object.fromEntries([...m[1]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
-    const k = `${labels.query}:${labels.outcome}`;
-    counts.set(k, (counts.get(k) ?? 0) + Number(m[2]));
-  }
-  return counts;
-}
 
 /**
  * Devices created implicitly by writes (tenants with auto_create_devices) announce

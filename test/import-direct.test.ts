@@ -1,24 +1,13 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { bearer, createTestApp, type TestApp } from './helpers/app.ts';
+import { ndjson, statementCounts } from './helpers/statements.ts';
 
 const BASE = Date.UTC(2025, 5, 2);
 const HOUR = 3_600_000;
 
 type Line = { device: string; ts: number; metrics: Record<string, number> };
-const ndjson = (lines: Line[]) => `${lines.map((l) => JSON.stringify(l)).join('\n')}\n`;
 
-/** Statements the app ran, by `name:outcome`, from its own per-statement metrics. */
-async function statementCounts(app: TestApp['app']): Promise<Map<string, number>> {
-  const body = (await app.inject({ url: '/metrics' })).body;
-  const counts = new Map<string, number>();
-  for (const m of body.matchAll(/^pulse_db_query_duration_seconds_count\{([^}]*)\} (\d+)$/gm)) {
-    const labels = Object.fromEntries([...m[1]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
-    const k = `${labels.query}:${labels.outcome}`;
-    counts.set(k, (counts.get(k) ?? 0) + Number(m[2]));
-  }
-  return counts;
-}
 
 /** Statements run by `fn`, by `name:outcome`. */
 async function statementsRunBy(app: TestApp['app'], fn: () => Promise<void>) {
