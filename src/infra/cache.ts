@@ -67,27 +67,32 @@ export class RequestCache {
     present: (value: T, at: number) => unknown = (v) => v,
     tags?: string[],
   ): Promise<Rendered | undefined> {
+    return this.prerendered(
+      kind,
+      key,
+      async (at) => {
+        const value = await load();
+        return value === undefined ? undefined : this.serialize(present(value, at));
+      },
+      tags,
+    );
+  }
+  /**
+   * rendered() for an answer whose load() renders its body itself (JSON text). With the
+   * cache off the answer is rendered for this request only (Rendered.once).
+   */
+  async prerendered(kind: CacheKind, key: string, load: (at: number) => Promise<string | undefined>, tags?: string[]): Promise<Rendered | undefined> {
     const hit = await this.shared.get<Rendered>(
       this,
       kind,
       key,
       async (at) => {
-        const value = await load();
-        if (value === undefined) return undefined;
-        const body = this.serialize(present(value, at));
+        const body = await load(at);
+        if (body === undefined) return undefined;
         return this.shared.enabled ? renderBody(body) : renderOnce(body);
       },
       tags,
     );
-    return hit?.value;
-  }
-  /** rendered() for an answer whose load() renders its body itself (JSON text). */
-  async prerendered(kind: CacheKind, key: string, load: () => Promise<string | undefined>, tags?: string[]): Promise<Rendered | undefined> {
-    const hit = await this.shared.get<Rendered>(this, kind, key, async () => {
-      const body = await load();
-      if (body === undefined) return undefined;
-      return this.shared.enabled ? renderBody(body) : renderOnce(body);
-    }, tags);
     return hit?.value;
   }
   record(tier: CacheTier, stale: boolean) {
