@@ -21,9 +21,6 @@ export const renderBody = (body: string): Rendered => ({ body, etag: etagOf(body
 /** renderBody for an answer that is sent once and not cached. */
 export const renderOnce = (body: string): Rendered => ({ body, etag: etagOf(body), once: true });
 
-/** An answer that may have come from the cache (rendered) or not (a value still to serialize). */
-export type Answer<T> = { rendered: Rendered } | { value: T };
-
 /** Whether an If-None-Match header names `etag` (weak comparison, RFC 9110 §13.1.2). */
 export function etagMatches(header: string, etag: string): boolean {
   if (header.trim() === '*') return true;

@@ -9,7 +9,6 @@ import {
 } from './schemas.ts';
 import { DeviceStats, StatsQuery } from '../stats/schemas.ts';
 import * as service from './service.ts';
-import { sendStats } from '../stats/routes.ts';
 
 export const readingQueryRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const skewUs = app.pulse.config.MAX_FUTURE_SKEW_S * 1e6;
@@ -37,7 +36,7 @@ export const readingQueryRoutes: FastifyPluginAsyncTypebox = async (app) => {
       config: { scope: 'read' },
       schema: { tags: ['readings'], summary: 'Count, min, max, avg, sum, first, last of one metric per time bucket', params: DeviceParams, querystring: StatsQuery, response: { 200: DeviceStats, ...problemResponses } },
     },
-    async (req, reply) => sendStats(reply, await app.stats.device(req.db, req.cache, req.auth.tenant_id, req.params.device, req.query)),
+    async (req, reply) => reply.sendRendered(await app.stats.device(req.db, req.cache, req.auth.tenant_id, req.params.device, req.query)),
   );
 
   app.get(

@@ -1,6 +1,5 @@
 import fp from 'fastify-plugin';
-import type { FastifyInstance, FastifyReply } from 'fastify';
-import type { Answer } from '../../http/rendered.ts';
+import type { FastifyInstance } from 'fastify';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { problemResponses } from '../../http/schemas.ts';
 import { FleetStats, FleetStatsQuery } from './schemas.ts';
@@ -11,11 +10,6 @@ declare module 'fastify' {
     /** Device and fleet stats (the device route lives with the other device reads). */
     stats: StatsService;
   }
-}
-
-/** Sends a stats answer: rendered when it came from (or went to) the cache. */
-export function sendStats<T>(reply: FastifyReply, answer: Answer<T>) {
-  return 'rendered' in answer ? reply.sendRendered(answer.rendered) : reply.send(answer.value);
 }
 
 export const statsPlugin = fp(
@@ -37,6 +31,6 @@ export const fleetStatsRoutes: FastifyPluginAsyncTypebox = async (app) => {
         response: { 200: FleetStats, ...problemResponses },
       },
     },
-    async (req, reply) => sendStats(reply, await app.stats.fleet(req.db, req.cache, req.auth.tenant_id, req.query)),
+    async (req, reply) => reply.sendRendered(await app.stats.fleet(req.db, req.cache, req.auth.tenant_id, req.query)),
   );
 };

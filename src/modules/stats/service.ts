@@ -1,13 +1,13 @@
 import { STATS_CLOSED_US, type RequestCache } from '../../infra/cache.ts';
 import type { Db } from '../../infra/db.ts';
-import { renderOnce, type Answer } from '../../http/rendered.ts';
+import { renderOnce, type Rendered } from '../../http/rendered.ts';
 import { problem } from '../../http/errors.ts';
 import { formatUs, nowUs } from '../../lib/time.ts';
 import { parseTimestamp } from '../readings/timestamp.ts';
 import { readDone } from '../rollups/repository.ts';
 import { BUCKET_US, planRead, type BucketName } from './plan.ts';
 import * as repo from './repository.ts';
-import type { DeviceStats, FleetStats, FleetStatsQuery, StatsQuery } from './schemas.ts';
+import type { FleetStatsQuery, StatsQuery } from './schemas.ts';
 
 const BUCKET_INTERVAL = { '1m': '1 minute', '1h': '1 hour', '1d': '1 day' } as const;
 const MAX_BUCKETS = 10_000;
@@ -68,39 +68,52 @@ export class StatsService {
    * A device's stats. Answers over closed time (`to` at least STATS_CLOSED_US ago) are
    * cached, rendered, until a late reading of the device evicts them (src/infra/cache.ts).
    */
-  async device(db: Db, cache: RequestCache, tenantId: number, device: string, q: StatsQuery): Promise<Answer<DeviceStats>> {
+  async device(db: Db, cache: RequestCache, tenantId: number, device: string, q: StatsQuery): Promise<Rendered> {
     const { bucket, fromUs, toUs } = window(q);
-    const read = async () => {
-      const plan = planRead(fromUs, toUs, bucket, await this.done(db));
-      const rows = await repo.deviceStats(db, tenantId, device, q.metric, BUCKET_INTERVAL[bucket], plan);
-      if (!rows.length) return undefined;
-      return statsBody({ device, metric: q.metric, bucket, from: formatUs(fromUs), to: formatUs(toUs) }, rows[0]!.buckets);
-    };
-    const notFound = () => problem('not-found', `No device '${device}'.`);
-    if (!closed(cache, toUs)) {
-      const body = await read();
-      if (body === undefined) throw notFound();
-      return { rendered: renderOnce(body) };
-    }
-    const key = cache.shared.keys.deviceStats(tenantId, JSON.stringify([q.metric, bucket, fromUs, toUs]), device);
-    const rendered = await cache.prerendered('stats', key, read, [cache.shared.keys.deviceStatsTag(tenantId, device)]);
-    if (!rendered) throw notFound();
-    return { rendered };
+    const rendered = await answer(
+      cache,
+      toUs,
+      () => [cache.shared.keys.deviceStats(tenantId, JSON.stringify([q.metric, bucket, fromUs, toUs]), device), [cache.shared.keys.deviceStatsTag(tenantId, device)]],
+      async () => {
+        const plan = planRead(fromUs, toUs, bucket, await this.done(db));
+        const rows = await repo.deviceStats(db, tenantId, device, q.metric, BUCKET_INTERVAL[bucket], plan);
+        if (!rows.length) return undefined;
+        return statsBody({ device, metric: q.metric, bucket, from: formatUs(fromUs), to: formatUs(toUs) }, rows[0]!.buckets);
+      },
+    );
+    if (!rendered) throw problem('not-found', `No device '${device}'.`);
+    return rendered;
   }
 
   /** Stats over the tenant's devices; cached over closed time as device stats are. */
-  async fleet(db: Db, cache: RequestCache, tenantId: number, q: FleetStatsQuery): Promise<Answer<FleetStats>> {
+  async fleet(db: Db, cache: RequestCache, tenantId: number, q: FleetStatsQuery): Promise<Rendered> {
     const { bucket, fromUs, toUs } = window(q);
     const status = q.status ?? 'active';
-    const read = async () => {
-      const plan = planRead(fromUs, toUs, bucket, await this.done(db));
-      const rows = await repo.fleetStats(db, tenantId, status === 'any' ? null : status, q.metric, BUCKET_INTERVAL[bucket], plan);
-      return statsBody({ status, metric: q.metric, bucket, from: formatUs(fromUs), to: formatUs(toUs) }, rows[0]!.buckets);
-    };
-    if (!closed(cache, toUs)) return { rendered: renderOnce(await read()) };
-    const key = cache.shared.keys.fleetStats(tenantId, JSON.stringify([status, q.metric, bucket, fromUs, toUs]));
-    return { rendered: (await cache.prerendered('stats', key, read, [cache.shared.keys.fleetStatsTag(tenantId)]))! };
+    const rendered = await answer(
+      cache,
+      toUs,
+      () => [cache.shared.keys.fleetStats(tenantId, JSON.stringify([status, q.metric, bucket, fromUs, toUs])), [cache.shared.keys.fleetStatsTag(tenantId)]],
+      async () => {
+        const plan = planRead(fromUs, toUs, bucket, await this.done(db));
+        const rows = await repo.fleetStats(db, tenantId, status === 'any' ? null : status, q.metric, BUCKET_INTERVAL[bucket], plan);
+        return statsBody({ status, metric: q.metric, bucket, from: formatUs(fromUs), to: formatUs(toUs) }, rows[0]!.buckets);
+      },
+    );
+    return rendered!;
   }
+}
+
+/**
+ * A stats answer: over closed time from the cache (`key`: its key and tags), else read
+ * and rendered for this request only. undefined: read() found nothing.
+ */
+async function answer(cache: RequestCache, toUs: number, key: () => [string, string[]], read: () => Promise<string | undefined>) {
+  if (closed(cache, toUs)) {
+    const [k, tags] = key();
+    return cache.prerendered('stats', k, read, tags);
+  }
+  const body = await read();
+  return body === undefined ? undefined : renderOnce(body);
 }
 
 /** Whether an answer ending at `toUs` may be cached: the cache is on and the time is closed. */
