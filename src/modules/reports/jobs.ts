@@ -54,11 +54,11 @@ export function reportTasks(deps: ReportDeps): TaskList {
           writeReportFile(client as pg.ClientBase, devices, spec, path, helpers.abortSignal),
         );
         // a link token only when a mail hands it out; stored with the status it unlocks
-        const link = p.email ? newDownloadToken() : null;
+        const mail = p.email ? { to: p.email, ...newDownloadToken() } : null;
         await db.tx(async (tx) => {
-          const ready = toReport(await repo.markReady(tx, report.id, rows, bytes, config.REPORT_TTL_DAYS, link?.hash ?? null));
+          const ready = toReport(await repo.markReady(tx, report.id, rows, bytes, config.REPORT_TTL_DAYS, mail?.hash ?? null));
           await emitEvent(tx, report.tenant_id, 'report.ready', ready);
-          if (p.email && link) await enqueueMail(tx, readyMail(config.PUBLIC_URL, p.email, ready, link.token));
+          if (mail) await enqueueMail(tx, readyMail(config.PUBLIC_URL, mail.to, ready, mail.token));
         });
         metrics.reports.inc({ outcome: 'ready' });
       } catch (err) {
