@@ -82,7 +82,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   // before compression: its ETag hook must see the uncompressed body
   await app.register(cachePlugin);
-  // request bodies: gzip/deflate/br decoded for every route; responses: compressed over 1 KiB
+  // Fastify reads no body on GET and HEAD: no request decoding hook on them (registered
+  // before compression, whose onRoute hook reads the option)
+  app.addHook('onRoute', (route) => {
+    if (route.decompress === undefined && [route.method].flat().every((m) => m === 'GET' || m === 'HEAD')) route.decompress = false;
+  });
+  // request bodies: gzip/deflate/br decoded for every route that reads one; responses:
+  // compressed over 1 KiB, except on routes that opt out (RENDERED_ROUTE, SMALL_ANSWERS)
   await app.register(compress, {
     global: true,
     // COMPRESS_RESPONSES=false (the bench's ablation) leaves request decoding on

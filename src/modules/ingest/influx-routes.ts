@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { SMALL_ANSWERS } from '../../http/cache.ts';
 import { Type } from 'typebox';
 import { problem } from '../../http/errors.ts';
 import { problemResponses } from '../../http/schemas.ts';
@@ -65,11 +66,11 @@ export const influxRoutes: FastifyPluginAsyncTypebox = async (app) => {
     response: { 204: Type.Null(), ...problemResponses },
   });
 
-  app.post('/write', { config: { scope: 'write' }, schema: schema(V1Query, 'InfluxDB 1.x line protocol write') }, async (req, reply) => {
+  app.post('/write', { ...SMALL_ANSWERS, config: { scope: 'write' }, schema: schema(V1Query, 'InfluxDB 1.x line protocol write') }, async (req, reply) => {
     await handler(req as never);
     return reply.code(204).send(null);
   });
-  app.post('/api/v2/write', { config: { scope: 'write' }, schema: schema(V2Query, 'InfluxDB 2.x line protocol write') }, async (req, reply) => {
+  app.post('/api/v2/write', { ...SMALL_ANSWERS, config: { scope: 'write' }, schema: schema(V2Query, 'InfluxDB 2.x line protocol write') }, async (req, reply) => {
     await handler(req as never);
     return reply.code(204).send(null);
   });

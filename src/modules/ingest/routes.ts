@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { SMALL_ANSWERS } from '../../http/cache.ts';
 import type { Readable } from 'node:stream';
 import { Type } from 'typebox';
 import { problem } from '../../http/errors.ts';
@@ -27,6 +28,7 @@ export const ingestRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
     '/readings',
     {
+      ...SMALL_ANSWERS,
       config: { scope: 'write' },
       schema: {
         tags: ['ingest'],

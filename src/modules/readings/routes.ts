@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { RENDERED_ROUTE } from '../../http/cache.ts';
 import { DeviceParams, problemResponses } from '../../http/schemas.ts';
 import {
   Dashboard,
@@ -15,6 +16,7 @@ export const readingQueryRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/devices/:device/latest',
     {
+      ...RENDERED_ROUTE,
       config: { scope: 'read' },
       schema: { tags: ['readings'], summary: 'Latest value of every metric of a device', params: DeviceParams, response: { 200: LatestOfDevice, ...problemResponses } },
     },
@@ -33,6 +35,7 @@ export const readingQueryRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/devices/:device/stats',
     {
+      ...RENDERED_ROUTE,
       config: { scope: 'read' },
       schema: { tags: ['readings'], summary: 'Count, min, max, avg, sum, first, last of one metric per time bucket', params: DeviceParams, querystring: StatsQuery, response: { 200: DeviceStats, ...problemResponses } },
     },
@@ -42,6 +45,7 @@ export const readingQueryRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/readings/latest',
     {
+      ...RENDERED_ROUTE,
       config: { scope: 'read' },
       schema: { tags: ['readings'], summary: 'Dashboard: devices with the newest readings and their latest values', querystring: DashboardQuery, response: { 200: Dashboard, ...problemResponses } },
     },
