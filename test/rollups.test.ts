@@ -241,14 +241,14 @@ describe('rollups: concurrency, scheduler, plans', () => {
     const db = new ExplainDb(t.database.api, true);
     const doneUs = endUs;
     const plan = planRead(startUs + 1_000_000, endUs - 1, '1h', doneUs);
-    await statsRepo.deviceStats(db, tenantId, 'sensor-7', 'temperature', '1 hour', plan);
+    await statsRepo.deviceStats(db, tenantId, 'sensor-7', 'temperature', '1h', plan);
     const q = db.explained[0]!;
     // (empty partitions of other days may get a sequential scan plan: they are never run)
     assert.deepEqual(readingsSeqScans(q.plan).filter((n) => (n['Actual Loops'] ?? 0) > 0), []);
     assert.ok(indexesUsed(q.plan).includes('rollup_1h_pkey'), JSON.stringify(indexesUsed(q.plan)));
     assert.ok(indexesUsed(q.plan).some((i) => /^readings_.*pkey$/.test(i)), JSON.stringify(indexesUsed(q.plan)));
     const fleet = new ExplainDb(t.database.api, true);
-    await statsRepo.fleetStats(fleet, tenantId, 'active', 'temperature', '1 hour', plan);
+    await statsRepo.fleetStats(fleet, tenantId, 'active', 'temperature', '1h', plan);
     assert.ok(indexesUsed(fleet.explained[0]!.plan).includes('fleet_rollup_1h_pkey'), JSON.stringify(indexesUsed(fleet.explained[0]!.plan)));
   });
 });

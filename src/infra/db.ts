@@ -136,7 +136,10 @@ export class Database {
       // a generic plan is fixed on estimates, and these statements' best plan depends on
       // their arguments. So a statement may ask for a generic plan (QueryOptions) where that
       // was measured as better for every argument: it then runs on the `generic` pool.
-      options: '-c jit=off',
+      // Text output that SQL renders into answers (stats buckets as JSON) must not depend on
+      // the server's defaults: floats in their shortest exact form (a server set to 0 would
+      // round them to 15 digits), timestamps in ISO form.
+      options: '-c jit=off -c extra_float_digits=1 -c DateStyle=ISO,MDY',
     };
     this.pools = {
       query: new pg.Pool({ ...common, max: config.DB_QUERY_POOL_MAX }),

@@ -9,7 +9,6 @@ import { BUCKET_US, planRead, type BucketName } from './plan.ts';
 import * as repo from './repository.ts';
 import type { FleetStatsQuery, StatsQuery } from './schemas.ts';
 
-const BUCKET_INTERVAL = { '1m': '1 minute', '1h': '1 hour', '1d': '1 day' } as const;
 const MAX_BUCKETS = 10_000;
 /**
  * The watermark only moves forward, and reading with an older one is still exact (more
@@ -76,7 +75,7 @@ export class StatsService {
       () => [cache.shared.keys.deviceStats(tenantId, JSON.stringify([q.metric, bucket, fromUs, toUs]), device), [cache.shared.keys.deviceStatsTag(tenantId, device)]],
       async () => {
         const plan = planRead(fromUs, toUs, bucket, await this.done(db));
-        const rows = await repo.deviceStats(db, tenantId, device, q.metric, BUCKET_INTERVAL[bucket], plan);
+        const rows = await repo.deviceStats(db, tenantId, device, q.metric, bucket, plan);
         if (!rows.length) return undefined;
         return statsBody({ device, metric: q.metric, bucket, from: formatUs(fromUs), to: formatUs(toUs) }, rows[0]!.buckets);
       },
@@ -95,7 +94,7 @@ export class StatsService {
       () => [cache.shared.keys.fleetStats(tenantId, JSON.stringify([status, q.metric, bucket, fromUs, toUs])), [cache.shared.keys.fleetStatsTag(tenantId)]],
       async () => {
         const plan = planRead(fromUs, toUs, bucket, await this.done(db));
-        const rows = await repo.fleetStats(db, tenantId, status === 'any' ? null : status, q.metric, BUCKET_INTERVAL[bucket], plan);
+        const rows = await repo.fleetStats(db, tenantId, status === 'any' ? null : status, q.metric, bucket, plan);
         return statsBody({ status, metric: q.metric, bucket, from: formatUs(fromUs), to: formatUs(toUs) }, rows[0]!.buckets);
       },
     );
