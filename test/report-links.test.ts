@@ -176,6 +176,9 @@ describe('report download links', () => {
       const id = url.split('/')[3];
       assert.equal(res.json().type, '/problems/not-found');
       assert.equal(res.json().detail, `No report '${id}'.`, 'the same answer as for a report that does not exist');
+      // the error names the resource, not the query that carried the token
+      assert.equal(res.json().instance, `/v1/reports/${id}/download`);
+      assert.ok(!res.body.includes('rdl_'), res.body);
     }
   });
 

@@ -104,7 +104,8 @@ export function errorHandler(err: unknown, req: FastifyRequest, reply: FastifyRe
       status: p.status,
       // never leak internals (SQL, stack) of a server-side failure
       detail: p.status >= 500 && p.code === 'internal' ? 'An unexpected error occurred.' : p.detail,
-      instance: req.url,
+      // the path only: a query string may carry a secret (a report link's token)
+      instance: req.url.split('?', 1)[0],
       request_id: req.id,
       ...p.extra,
     });
