@@ -231,12 +231,14 @@ export interface DashboardRow {
 
 /** The devices (optionally of one status) with the newest readings since a time, newest first, with their latest values. */
 export async function dashboard(db: Db, tenantId: number, status: string | null, sinceUs: number, limit: number) {
+  // one statement per shape (a status, or any): `$2 is null or …` would spoil its estimates
+  const statusFilter = status === null ? 'and $2::text is null -- any status' : 'and d.status = $2::text';
   return db.query<DashboardRow>(
-    'readings.dashboard',
+    status === null ? 'readings.dashboard.any' : 'readings.dashboard',
     `with top as (
        select l.device_id, max(l.ts) as ts
          from latest l join devices d on d.id = l.device_id
-        where d.tenant_id = $1::bigint and ($2::text is null or d.status = $2::text)
+        where d.tenant_id = $1::bigint ${statusFilter}
           and l.ts >= ${TS_IN('$3::int8')}
         group by l.device_id
         order by max(l.ts) desc, l.device_id
@@ -248,5 +250,8 @@ export async function dashboard(db: Db, tenantId: number, status: string | null,
        join latest l on l.device_id = top.device_id
       order by top.ts desc, top.device_id, l.metric`,
     [tenantId, status, sinceUs, limit],
+    // planning took 1.4 ms, the execution 2.5 (bench database, 1,000 devices): latest has no
+    // index but its key, so every plan reads it whole and the generic plan is the custom one
+    { plan: 'generic' },
   );
 }
