@@ -34,7 +34,7 @@ export const ConfigSchema = Type.Object({
   EMBEDDED_PG_DIR: Str('.pulse/pg', 'Data folder of the embedded PostgreSQL (reused across restarts).'),
   EMBEDDED_PG_PORT: Int(54329, 1, 65535, 'Port of the embedded PostgreSQL.'),
   MIGRATE_ON_START: Bool(true, 'Apply pending migrations when `serve` starts.'),
-  DB_QUERY_POOL_MAX: Int(10, 1, 500, 'Connections for reads and API calls (bulkhead: separate from ingest); plus a quarter as many (rounded up) for the reads planned generically (device stats, dashboards).'),
+  DB_QUERY_POOL_MAX: Int(10, 1, 500, 'Connections for reads and API calls (bulkhead: separate from ingest); plus a quarter as many (rounded up) for the reads planned generically (device stats).'),
   DB_INGEST_POOL_MAX: Int(6, 1, 500, 'Connections for ingest.'),
   DB_POOL_MIN: Int(0, 0, 500, 'Connections each pool keeps open when idle (the idle timeout closes only those above).'),
   DB_POOL_IDLE_MS: Int(30_000, 100, 3_600_000, 'Idle connections are closed after this.'),

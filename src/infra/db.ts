@@ -135,9 +135,8 @@ export class Database {
       // from 3.7 to 2.4 ms, but fleet stats from 2.5 to 14 ms once the rollups had grown —
       // a generic plan is fixed on estimates, and these statements' best plan depends on
       // their arguments. So a statement may ask for a generic plan (QueryOptions) where that
-      // was measured as better for every argument: it then runs on the `generic` pool. (The
-      // dashboard does since its `status is null or` form was split in two: its generic
-      // plan is its custom one, without 1.4 ms of planning.)
+      // was measured as better for every argument: it then runs on the `generic` pool. (Not
+      // the dashboard: its generic plan read every tenant's devices, see readings/repository.ts.)
       // Text output that SQL renders into answers (stats buckets as JSON) must not depend on
       // the server's defaults: floats in their shortest exact form (a server set to 0 would
       // round them to 15 digits), timestamps in ISO form.

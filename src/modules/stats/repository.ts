@@ -64,17 +64,11 @@ const INTERVAL: Record<BucketName, string> = { '1m': '1 minute', '1h': '1 hour',
  */
 function statsParts(bucket: BucketName, rollup: (level: number) => string, raw: string, exactIsWhole = true) {
   const exact = EXACT_LEVEL[bucket];
-  if (!exactIsWhole) {
-    const all = [...[1, 2, 3].filter((l) => l <= exact).map(rollup), raw].join('\n       union all\n');
-    return `b as (${combine('bucket', `select date_bin($4::interval, bucket, ${EPOCH}) as bucket, ${AGG_COLUMNS} from (${all}) p`)})`;
-  }
-  const finer = [1, 2, 3].filter((l) => l < exact).map(rollup);
-  const partial = [...finer, raw].join('\n       union all\n');
-  const combined = combine('bucket', `select date_bin($4::interval, bucket, ${EPOCH}) as bucket, ${AGG_COLUMNS} from partial`);
-  return `partial as (${partial}
+  const combined = [1, 2, 3].filter((l) => l < exact || (l === exact && !exactIsWhole)).map(rollup);
+  return `partial as (${[...combined, raw].join('\n       union all\n')}
      ),
-     b as (${combined}
-       union all ${rollup(exact)}
+     b as (${combine('bucket', `select date_bin($4::interval, bucket, ${EPOCH}) as bucket, ${AGG_COLUMNS} from partial`)}
+       ${exactIsWhole ? `union all ${rollup(exact)}` : ''}
      )`;
 }
 
