@@ -125,6 +125,24 @@ describe('cache (L1 only)', () => {
     assert.equal(tiny.json().id, 'cmp-1');
   });
 
+  it('compresses answers that are not cached (range pages) in one call up to 64 KiB, and as a stream above', async () => {
+    const start = Date.parse('2026-01-02T00:00:00Z');
+    const readings = Array.from({ length: 1000 }, (_, i) => ({ device: 'cmp-range', ts: start + i * 60_000, metrics: { temperature: 20 + i / 7, humidity: 40 + i / 3 } }));
+    assert.equal((await write(readings)).statusCode, 200);
+    for (const limit of [20, 1000]) {
+      const url = `/v1/devices/cmp-range/readings?limit=${limit}`;
+      const plain = await get(url, { 'accept-encoding': 'identity' });
+      assert.equal(plain.json().items.length, limit);
+      assert.ok(plain.rawPayload.length > (limit === 20 ? 1024 : 64 * 1024), `${limit}: ${plain.rawPayload.length} bytes`);
+      const br = await get(url, { 'accept-encoding': 'br' });
+      assert.equal(br.headers['content-encoding'], 'br');
+      assert.deepEqual(JSON.parse(brotliDecompressSync(br.rawPayload).toString()), plain.json());
+      const gz = await get(url, { 'accept-encoding': 'gzip' });
+      assert.equal(gz.headers['content-encoding'], 'gzip');
+      assert.deepEqual(JSON.parse(gunzipSync(gz.rawPayload).toString()), plain.json());
+    }
+  });
+
   it('compresses a cached answer once per change: hits send the same bytes, with one ETag for every encoding', async () => {
     await write(Array.from({ length: 40 }, (_, i) => ({ device: `once-${i}`, metrics: { temperature: 20 + i, humidity: 40 } })));
     const url = '/v1/readings/latest?status=any&limit=50';
