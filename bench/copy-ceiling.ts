@@ -15,11 +15,25 @@ const ROWS_PER_COPY = 50_000;
 
 export async function runCopyCeiling(
   url: string,
-  opts: { durationMs: number; warmupMs: number; connections: number; valuesPerRequest: number; rowsPerCopy?: number; onPhase?: (p: 'measure' | 'stopped') => void },
+  opts: {
+    /** The tenant whose devices pulse writes in the same scenario: the rows go to the same devices. */
+    tenant: string;
+    durationMs: number;
+    warmupMs: number;
+    connections: number;
+    valuesPerRequest: number;
+    rowsPerCopy?: number;
+    onPhase?: (p: 'measure' | 'stopped') => void;
+  },
 ): Promise<LoadResult> {
   const setup = new pg.Client({ connectionString: url });
   await setup.connect();
-  const devices = (await setup.query<{ id: string }>(`select id::text from devices order by id`)).rows.map((r) => r.id);
+  // not every device of the database: the session scenario's devices would get readings
+  // inside their sessions' windows, and their summaries would read them
+  const devices = (
+    await setup.query<{ id: string }>(`select d.id::text from devices d join tenants t on t.id = d.tenant_id where t.name = $1 order by d.id`, [opts.tenant])
+  ).rows.map((r) => r.id);
+  if (!devices.length) throw new Error(`copy ceiling: tenant '${opts.tenant}' has no devices`);
   const set = (
     await setup.query<{ id: number }>(
       `insert into metric_sets (names) values ('{humidity,pressure,temperature}') on conflict (names) do update set names = excluded.names returning id`,

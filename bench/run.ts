@@ -318,6 +318,7 @@ async function runScenario(
       say(`${scenario.name}: raw COPY ceiling run ${r + 1}/${opts.repeat}`);
       let database: Sampler | null = null;
       const load = await runCopyCeiling(db.url, {
+        tenant: TENANT,
         durationMs: opts.durationMs,
         warmupMs: opts.warmupMs,
         connections: Math.min(connections, 2),
