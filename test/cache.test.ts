@@ -20,6 +20,14 @@ describe('cache (L1 only)', () => {
 
   const get = (url: string, headers: Record<string, string> = {}) => t.app.inject({ url, headers: { ...bearer(key), ...headers } });
   const write = (body: unknown) => t.app.inject({ method: 'POST', url: '/v1/readings', headers: bearer(key), payload: body as object });
+  /** `url` asked for br, then gzip: each compressed, and decoding to `plain`'s JSON. */
+  const assertCompressedLike = async (url: string, plain: { json(): unknown }) => {
+    for (const [encoding, decode] of [['br', brotliDecompressSync], ['gzip', gunzipSync]] as const) {
+      const res = await get(url, { 'accept-encoding': encoding });
+      assert.equal(res.headers['content-encoding'], encoding);
+      assert.deepEqual(JSON.parse(decode(res.rawPayload).toString()), plain.json(), `${url} ${encoding}`);
+    }
+  };
 
   it('serves latest values from L1 after the first read, and a write is visible on the next read', async () => {
     assert.equal((await write([{ device: 'ryw-1', ts: '2026-01-01T00:00:00Z', metrics: { t: 1 } }])).statusCode, 200);
@@ -114,12 +122,7 @@ describe('cache (L1 only)', () => {
     const plain = await get(url, { 'accept-encoding': 'identity' });
     assert.equal(plain.headers['content-encoding'], undefined);
     assert.ok(plain.rawPayload.length > 1024);
-    const br = await get(url, { 'accept-encoding': 'br' });
-    assert.equal(br.headers['content-encoding'], 'br');
-    assert.deepEqual(JSON.parse(brotliDecompressSync(br.rawPayload).toString()), plain.json());
-    const gz = await get(url, { 'accept-encoding': 'gzip' });
-    assert.equal(gz.headers['content-encoding'], 'gzip');
-    assert.deepEqual(JSON.parse(gunzipSync(gz.rawPayload).toString()), plain.json());
+    await assertCompressedLike(url, plain);
     const tiny = await get('/v1/devices/cmp-1', { 'accept-encoding': 'br, gzip' });
     assert.equal(tiny.headers['content-encoding'], undefined);
     assert.equal(tiny.json().id, 'cmp-1');
@@ -134,12 +137,7 @@ describe('cache (L1 only)', () => {
       const plain = await get(url, { 'accept-encoding': 'identity' });
       assert.equal(plain.json().items.length, limit);
       assert.ok(plain.rawPayload.length > (limit === 20 ? 1024 : 64 * 1024), `${limit}: ${plain.rawPayload.length} bytes`);
-      const br = await get(url, { 'accept-encoding': 'br' });
-      assert.equal(br.headers['content-encoding'], 'br');
-      assert.deepEqual(JSON.parse(brotliDecompressSync(br.rawPayload).toString()), plain.json());
-      const gz = await get(url, { 'accept-encoding': 'gzip' });
-      assert.equal(gz.headers['content-encoding'], 'gzip');
-      assert.deepEqual(JSON.parse(gunzipSync(gz.rawPayload).toString()), plain.json());
+      await assertCompressedLike(url, plain);
     }
   });
 
