@@ -183,44 +183,6 @@ export async function rangePage(
   );
 }
 
-export interface BucketRow {
-  device_id: number;
-  bucket_us: number | null;
-  count: number;
-  min: number;
-  max: number;
-  avg: number;
-}
-
-/** The device, and count/min/max/avg of one metric per bucket over [from, to). */
-export async function statsOfDevice(
-  db: Db,
-  tenantId: number,
-  externalId: string,
-  metric: string,
-  fromUs: number,
-  toUs: number,
-  bucket: string,
-) {
-  return db.query<BucketRow>(
-    'readings.stats_of_device',
-    `select d.id as device_id, b.bucket_us, b.count, b.min, b.max, b.avg
-       from devices d
-       left join lateral (
-         select ${TS_OUT(`date_bin($6::interval, r.ts, timestamptz 'epoch')`)} as bucket_us,
-                count(*)::int as count, min(r.vals[m.pos]) as min, max(r.vals[m.pos]) as max, avg(r.vals[m.pos]) as avg
-           from readings r
-           join (select id, array_position(names, $3::text) as pos from metric_sets where $3::text = any(names)) m
-             on m.id = r.metric_set
-          where r.device_id = d.id and r.ts >= ${TS_IN('$4::int8')} and r.ts < ${TS_IN('$5::int8')}
-          group by 1
-       ) b on true
-      where d.tenant_id = $1::bigint and d.external_id = $2::text
-      order by b.bucket_us`,
-    [tenantId, externalId, metric, fromUs, toUs, bucket],
-  );
-}
-
 export interface DashboardRow {
   device: string;
   device_ts_us: number;

@@ -61,23 +61,6 @@ export const RangePage = Type.Object({
   next_cursor: Type.Union([Type.String(), Type.Null()]),
 });
 
-export const Bucket = Type.Union([Type.Literal('1m'), Type.Literal('1h'), Type.Literal('1d')]);
-export const StatsQuery = Type.Object(
-  { metric: MetricName, from: Type.Optional(Timestamp), to: Type.Optional(Timestamp), bucket: Type.Optional(Bucket) },
-  { additionalProperties: false },
-);
-export type StatsQuery = Static<typeof StatsQuery>;
-export const StatsResult = Type.Object({
-  device: DeviceId,
-  metric: Type.String(),
-  bucket: Bucket,
-  from: TimestampOut,
-  to: TimestampOut,
-  buckets: Type.Array(
-    Type.Object({ ts: TimestampOut, count: Type.Integer(), min: Type.Number(), max: Type.Number(), avg: Type.Number() }),
-  ),
-});
-
 export const DashboardQuery = Type.Object(
   {
     status: Type.Optional(Type.Union([Type.Literal('active'), Type.Literal('inactive'), Type.Literal('any')], { default: 'active' })),

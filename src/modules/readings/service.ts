@@ -4,21 +4,13 @@ import { problem } from '../../http/errors.ts';
 import { decodeCursor, encodeCursor } from '../../lib/cursor.ts';
 import { formatUs, nowUs, parseDurationUs } from '../../lib/time.ts';
 import * as repo from './repository.ts';
-import { parseTimestamp } from './timestamp.ts';
-import type { DashboardQuery, RangeQuery, StatsQuery } from './schemas.ts';
+import { timestampParam } from './timestamp.ts';
+import type { DashboardQuery, RangeQuery } from './schemas.ts';
 
-const BUCKET_US = { '1m': 60e6, '1h': 3_600e6, '1d': 86_400e6 } as const;
-const BUCKET_INTERVAL = { '1m': '1 minute', '1h': '1 hour', '1d': '1 day' } as const;
-const MAX_BUCKETS = 10_000;
 const MAX_SINCE_US = 366 * 86_400e6;
 const FAR_FUTURE_US = Date.UTC(9999, 0, 1) * 1000;
 
-function timeParam(name: string, value: string | number | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  const us = parseTimestamp(value);
-  if (us === null) throw problem('validation', `${name} must be an RFC 3339 timestamp or epoch milliseconds.`);
-  return us;
-}
+const timeParam = (name: string, value: string | number | undefined, fallback: number) => (value === undefined ? fallback : timestampParam(name, value));
 
 function notFound(device: string) {
   return problem('not-found', `No device '${device}'.`);
@@ -75,28 +67,6 @@ export async function rangeOfDevice(db: Db, tenantId: number, device: string, q:
   }
   const last = rows[rows.length - 1]!;
   return { device, items, next_cursor: items.length === q.limit ? encodeCursor([last.ts_us!]) : null };
-}
-
-export async function statsOfDevice(db: Db, tenantId: number, device: string, q: StatsQuery) {
-  const bucket = q.bucket ?? '1h';
-  const toUs = timeParam('to', q.to, nowUs());
-  const fromUs = timeParam('from', q.from, toUs - 86_400e6);
-  if (fromUs >= toUs) throw problem('validation', '`from` must be before `to`.');
-  if ((toUs - fromUs) / BUCKET_US[bucket] > MAX_BUCKETS) {
-    throw problem('validation', `At most ${MAX_BUCKETS} buckets per request: narrow the range or use a larger bucket.`);
-  }
-  const rows = await repo.statsOfDevice(db, tenantId, device, q.metric, fromUs, toUs, BUCKET_INTERVAL[bucket]);
-  if (!rows.length) throw notFound(device);
-  return {
-    device,
-    metric: q.metric,
-    bucket,
-    from: formatUs(fromUs),
-    to: formatUs(toUs),
-    buckets: rows
-      .filter((r) => r.bucket_us !== null)
-      .map((r) => ({ ts: formatUs(r.bucket_us!), count: r.count, min: r.min, max: r.max, avg: r.avg })),
-  };
 }
 
 export async function dashboard(db: Db, cache: RequestCache, tenantId: number, q: DashboardQuery) {

@@ -13,6 +13,8 @@
  * the epoch as a non-negative safe integer, the range in which `ReadingInput.ts` is exact.
  */
 
+import { problem } from '../../http/errors.ts';
+
 const EPOCH_MS = /^(\d{1,16})(?:\.(\d{1,3}))?$/;
 const ZERO = 48;
 const PLUS = 43;
@@ -137,4 +139,11 @@ function daysFromCivil(year: number, month: number, day: number): number {
   const dayOfYear = Math.floor((153 * (month > 2 ? month - 3 : month + 9) + 2) / 5) + day - 1;
   const dayOfEra = yearOfEra * 365 + Math.floor(yearOfEra / 4) - Math.floor(yearOfEra / 100) + dayOfYear;
   return era * 146097 + dayOfEra - 719468;
+}
+
+/** A timestamp parameter of a request (`name`: its field), in epoch µs; a 400 problem naming it when it is not one. */
+export function timestampParam(name: string, value: string | number): number {
+  const us = parseTimestamp(value);
+  if (us === null) throw problem('validation', `\`${name}\` must be an RFC 3339 timestamp or epoch milliseconds.`);
+  return us;
 }

@@ -4,7 +4,7 @@ import { problem } from '../../http/errors.ts';
 import { enqueue } from '../../jobs/enqueue.ts';
 import { decodeCursor, encodeCursor } from '../../lib/cursor.ts';
 import { formatUs } from '../../lib/time.ts';
-import { parseTimestamp } from '../readings/timestamp.ts';
+import { timestampParam } from '../readings/timestamp.ts';
 import * as repo from './repository.ts';
 import { openReportFile, reportPath } from './file.ts';
 import { tokenMatches } from './link.ts';
@@ -41,12 +41,6 @@ export function toReport(row: repo.ReportRow): Report {
   };
 }
 
-function timeParam(name: string, value: string | number): number {
-  const us = parseTimestamp(value);
-  if (us === null) throw problem('validation', `\`${name}\` must be an RFC 3339 timestamp or epoch milliseconds.`);
-  return us;
-}
-
 /** Checks everything that needs no database; returns what reports.params stores. */
 export function checkRequest(body: CreateReportBody, limits: ReportLimits): StoredParams {
   if (body.devices && body.status) throw problem('validation', 'Give `devices` or `status`, not both.');
@@ -54,8 +48,8 @@ export function checkRequest(body: CreateReportBody, limits: ReportLimits): Stor
     throw problem('validation', `At most ${limits.REPORT_MAX_DEVICES} devices per report.`);
   }
   if (body.metrics.length > limits.REPORT_MAX_METRICS) throw problem('validation', `At most ${limits.REPORT_MAX_METRICS} metrics per report.`);
-  const fromUs = timeParam('from', body.from);
-  const toUs = timeParam('to', body.to);
+  const fromUs = timestampParam('from', body.from);
+  const toUs = timestampParam('to', body.to);
   if (fromUs >= toUs) throw problem('validation', '`from` must be before `to`.');
   if (toUs - fromUs > limits.REPORT_MAX_RANGE_DAYS * DAY_US) {
     throw problem('validation', `A report covers at most ${limits.REPORT_MAX_RANGE_DAYS} days.`);

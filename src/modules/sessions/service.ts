@@ -2,7 +2,7 @@ import type { Db } from '../../infra/db.ts';
 import { problem } from '../../http/errors.ts';
 import { decodeCursor, encodeCursor } from '../../lib/cursor.ts';
 import { formatUs, nowUs } from '../../lib/time.ts';
-import { parseTimestamp } from '../readings/timestamp.ts';
+import { timestampParam } from '../readings/timestamp.ts';
 import type { CompletionBatcher } from './completions.ts';
 import * as repo from './repository.ts';
 import type { ListSessionsQuery, Session, StartSessionBody } from './schemas.ts';
@@ -25,8 +25,7 @@ const notFound = (id: string) => problem('not-found', `No session '${id}'.`);
 export async function startSession(db: Db, tenantId: number, device: string, body: StartSessionBody): Promise<Session> {
   let startedUs: number | null = null;
   if (body?.started_at !== undefined) {
-    startedUs = parseTimestamp(body.started_at);
-    if (startedUs === null) throw problem('validation', 'started_at must be an RFC 3339 timestamp or epoch milliseconds.');
+    startedUs = timestampParam('started_at', body.started_at);
     // a window that starts later than now would end before it starts when completed now
     if (startedUs > nowUs()) throw problem('validation', 'started_at must not be in the future.');
   }

@@ -3,7 +3,7 @@ import type { Db } from '../../infra/db.ts';
 import { renderOnce, type Rendered } from '../../http/rendered.ts';
 import { problem } from '../../http/errors.ts';
 import { formatUs, nowUs } from '../../lib/time.ts';
-import { parseTimestamp } from '../readings/timestamp.ts';
+import { timestampParam } from '../readings/timestamp.ts';
 import { readDone } from '../rollups/repository.ts';
 import { BUCKET_US, planRead, type BucketName } from './plan.ts';
 import * as repo from './repository.ts';
@@ -16,12 +16,7 @@ const MAX_BUCKETS = 10_000;
  */
 const WATERMARK_TTL_MS = 1000;
 
-function timeParam(name: string, value: string | number | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  const us = parseTimestamp(value);
-  if (us === null) throw problem('validation', `${name} must be an RFC 3339 timestamp or epoch milliseconds.`);
-  return us;
-}
+const timeParam = (name: string, value: string | number | undefined, fallback: number) => (value === undefined ? fallback : timestampParam(name, value));
 
 function window(q: StatsQuery) {
   const bucket: BucketName = q.bucket ?? '1h';
