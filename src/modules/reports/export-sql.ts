@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { TS_IN } from '../readings/repository.ts';
+import { BUCKET_INTERVAL, type BucketName } from '../stats/plan.ts';
 
 /**
  * The COPY statements a report is written with. COPY takes no bind parameters, so these
@@ -10,7 +11,7 @@ export interface ExportSpec {
   metrics: string[];
   fromUs: number;
   toUs: number;
-  bucket: '1m' | '1h' | '1d' | null;
+  bucket: BucketName | null;
   format: 'csv' | 'ndjson';
   /** The metric sets holding any of `metrics` (id → names, as in metric_sets). */
   sets: { id: number; names: string[] }[];
@@ -20,8 +21,6 @@ export interface ExportDevice {
   id: number;
   external_id: string;
 }
-
-const BUCKET_INTERVAL = { '1m': '1 minute', '1h': '1 hour', '1d': '1 day' } as const;
 
 function int(n: number): string {
   if (!Number.isSafeInteger(n)) throw new Error(`not an integer: ${n}`);

@@ -1,6 +1,7 @@
 import { Type, type Static } from 'typebox';
 import { Cursor, DeviceId, Limit, MetricName, Timestamp, TimestampOut } from '../../http/schemas.ts';
 import { EmailAddress } from '../../infra/mail.ts';
+import { Bucket } from '../stats/schemas.ts';
 
 export const ReportStatus = Type.Union([
   Type.Literal('queued'),
@@ -9,7 +10,6 @@ export const ReportStatus = Type.Union([
   Type.Literal('failed'),
   Type.Literal('expired'),
 ]);
-export const Bucket = Type.Union([Type.Literal('1m'), Type.Literal('1h'), Type.Literal('1d')]);
 export const Format = Type.Union([Type.Literal('csv'), Type.Literal('ndjson')]);
 const DeviceStatus = Type.Union([Type.Literal('active'), Type.Literal('inactive'), Type.Literal('any')]);
 

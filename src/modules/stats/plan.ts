@@ -1,12 +1,12 @@
 export const BUCKET_US = { '1m': 60e6, '1h': 3_600e6, '1d': 86_400e6 } as const;
 export type BucketName = keyof typeof BUCKET_US;
+/** Each width as a PostgreSQL interval (date_bin). */
+export const BUCKET_INTERVAL: Record<BucketName, string> = { '1m': '1 minute', '1h': '1 hour', '1d': '1 day' };
+/** Rollup levels as the stats SQL numbers them: 1 = rollup_1m, 2 = rollup_1h, 3 = rollup_1d — each one width's rows. */
+export const BUCKET_LEVEL: Record<BucketName, number> = { '1m': 1, '1h': 2, '1d': 3 };
 
-/** Rollup levels as the stats SQL numbers them: 1 = rollup_1m, 2 = rollup_1h, 3 = rollup_1d. */
-const LEVELS = [
-  { level: 3, us: 86_400e6 },
-  { level: 2, us: 3_600e6 },
-  { level: 1, us: 60e6 },
-] as const;
+/** The levels, coarsest first. */
+const LEVELS = (Object.keys(BUCKET_US) as BucketName[]).map((b) => ({ level: BUCKET_LEVEL[b], us: BUCKET_US[b] })).sort((a, b) => b.us - a.us);
 /** Late data is tracked per hour; a day row is stale when any of its hours is. */
 const STALE_SPAN_US: Record<number, number> = { 1: 3_600e6, 2: 3_600e6, 3: 86_400e6 };
 

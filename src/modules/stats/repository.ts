@@ -1,7 +1,7 @@
 import type { Db } from '../../infra/db.ts';
 import { TS_IN } from '../readings/repository.ts';
 import { AGG_COLUMNS, aggOf, combine, EPOCH, RAW_PARTIAL } from '../rollups/sql.ts';
-import type { BucketName, ReadPlan } from './plan.ts';
+import { BUCKET_INTERVAL, BUCKET_LEVEL, type BucketName, type ReadPlan } from './plan.ts';
 
 /**
  * The stats answers' `buckets` array, rendered by PostgreSQL as JSON text: the values go
@@ -51,19 +51,15 @@ const ROLLUP_PART = (level: number, table: string, where: string) => `
 const RAW_RANGES = `select ${TS_IN('f')} as f, ${TS_IN('t')} as t from unnest($5::int8[], $6::int8[]) as u(f, t)
                union all select f, t from stale`;
 
-/** The rollup level whose rows are whole buckets of each width (plan.ts numbers them). */
-const EXACT_LEVEL: Record<BucketName, number> = { '1m': 1, '1h': 2, '1d': 3 };
-const INTERVAL: Record<BucketName, string> = { '1m': '1 minute', '1h': '1 hour', '1d': '1 day' };
-
 /**
- * The answer's rows: rollup rows of the bucket's own level are whole buckets and pass as
+ * The answer's rows: rollup rows of the bucket's own level (BUCKET_LEVEL) are whole buckets and pass as
  * they are (no piece of the plan shares their bucket: plan.ts); finer rollup rows and raw
  * values are combined per bucket. One statement per bucket width (its own prepared
  * statement), so the split is fixed in its text. exactIsWhole false: the rows of that level
  * are partial too (fleet rows of all statuses: one per status and bucket), all combined.
  */
 function statsParts(bucket: BucketName, rollup: (level: number) => string, raw: string, exactIsWhole = true) {
-  const exact = EXACT_LEVEL[bucket];
+  const exact = BUCKET_LEVEL[bucket];
   const combined = [1, 2, 3].filter((l) => l < exact || (l === exact && !exactIsWhole)).map(rollup);
   return `partial as (${[...combined, raw].join('\n       union all\n')}
      ),
@@ -95,7 +91,7 @@ export async function deviceStats(db: Db, tenantId: number, device: string, metr
         where r.vals[m.pos] is not null`,
      )}
      select (select ${BUCKETS_JSON} from b) as buckets from dev`,
-    [tenantId, device, metric, INTERVAL[bucket], plan.rawFromUs, plan.rawToUs, plan.level, plan.levelFromUs, plan.levelToUs, plan.levelSpanUs],
+    [tenantId, device, metric, BUCKET_INTERVAL[bucket], plan.rawFromUs, plan.rawToUs, plan.level, plan.levelFromUs, plan.levelToUs, plan.levelSpanUs],
     // planning (every readings partition, for the raw ranges) cost more than a fitted plan
     // saves: on the bench database, generic vs custom, ms: 30 days hourly 3.6 vs 6.5, the
     // same raw only 18.6 vs 20.5, a day by minute 1.6 vs 4.2, 30 days daily 0.7 vs 3.5.
@@ -131,6 +127,6 @@ export async function fleetStats(db: Db, tenantId: number, status: string | null
        status !== null,
      )}
      select ${BUCKETS_JSON} as buckets from b`,
-    [tenantId, status, metric, INTERVAL[bucket], plan.rawFromUs, plan.rawToUs, plan.level, plan.levelFromUs, plan.levelToUs, plan.levelSpanUs],
+    [tenantId, status, metric, BUCKET_INTERVAL[bucket], plan.rawFromUs, plan.rawToUs, plan.level, plan.levelFromUs, plan.levelToUs, plan.levelSpanUs],
   );
 }
