@@ -88,7 +88,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (route.decompress === undefined && [route.method].flat().every((m) => m === 'GET' || m === 'HEAD')) route.decompress = false;
   });
   // request bodies: gzip/deflate/br decoded for every route that reads one; responses:
-  // compressed over 1 KiB, except on routes that opt out (RENDERED_ROUTE, SMALL_ANSWERS)
+  // compressed over 1 KiB, except on routes that opt out (NO_COMPRESSION_HOOK)
   await app.register(compress, {
     global: true,
     // COMPRESS_RESPONSES=false (the bench's ablation) leaves request decoding on

@@ -33,13 +33,12 @@ export const DYNAMIC_BROTLI_QUALITY = 1;
 export const DYNAMIC_GZIP_LEVEL = 1;
 
 /**
- * Route options of a route that answers with sendRendered: it compresses (once per change)
- * and sets Content-Encoding itself, so the response compression hook would only look and
- * pass; it is left off the route. Its other answers (problem+json, 304) are small.
+ * Route options that leave the response compression hook off a route where it could only
+ * look and pass: a route answering with sendRendered (compressed once per change, with
+ * Content-Encoding set, here), or one whose answers are always a few bytes (write
+ * acknowledgements). Their other answers (problem+json, 304) are small.
  */
-export const RENDERED_ROUTE = { compress: false } as const;
-/** Route options of a route whose answers are always a few bytes (write acknowledgements): no compression hook. */
-export const SMALL_ANSWERS = { compress: false } as const;
+export const NO_COMPRESSION_HOOK = { compress: false } as const;
 
 // API answers depend on the key and change with every write: caches must revalidate
 function privateNoCache(req: FastifyRequest, reply: FastifyReply) {

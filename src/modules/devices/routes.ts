@@ -1,5 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { RENDERED_ROUTE } from '../../http/cache.ts';
+import { NO_COMPRESSION_HOOK } from '../../http/cache.ts';
 import { Type } from 'typebox';
 import { DeviceParams, problemResponses } from '../../http/schemas.ts';
 import { CreateDeviceBody, Device, DeviceList, ListDevicesQuery, PatchDeviceBody } from './schemas.ts';
@@ -18,7 +18,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/devices',
     {
-      ...RENDERED_ROUTE,
+      ...NO_COMPRESSION_HOOK,
       config: { scope: 'read' },
       schema: { tags: ['devices'], summary: 'List devices (keyset pages by id)', querystring: ListDevicesQuery, response: { 200: DeviceList, ...problemResponses } },
     },
@@ -28,7 +28,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/devices/:device',
     {
-      ...RENDERED_ROUTE,
+      ...NO_COMPRESSION_HOOK,
       config: { scope: 'read' },
       schema: { tags: ['devices'], summary: 'Get a device', params: DeviceParams, response: { 200: Device, ...problemResponses } },
     },

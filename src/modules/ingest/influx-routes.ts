@@ -1,5 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { SMALL_ANSWERS } from '../../http/cache.ts';
+import { NO_COMPRESSION_HOOK } from '../../http/cache.ts';
 import { Type } from 'typebox';
 import { problem } from '../../http/errors.ts';
 import { problemResponses } from '../../http/schemas.ts';
@@ -66,11 +66,11 @@ export const influxRoutes: FastifyPluginAsyncTypebox = async (app) => {
     response: { 204: Type.Null(), ...problemResponses },
   });
 
-  app.post('/write', { ...SMALL_ANSWERS, config: { scope: 'write' }, schema: schema(V1Query, 'InfluxDB 1.x line protocol write') }, async (req, reply) => {
+  app.post('/write', { ...NO_COMPRESSION_HOOK, config: { scope: 'write' }, schema: schema(V1Query, 'InfluxDB 1.x line protocol write') }, async (req, reply) => {
     await handler(req as never);
     return reply.code(204).send(null);
   });
-  app.post('/api/v2/write', { ...SMALL_ANSWERS, config: { scope: 'write' }, schema: schema(V2Query, 'InfluxDB 2.x line protocol write') }, async (req, reply) => {
+  app.post('/api/v2/write', { ...NO_COMPRESSION_HOOK, config: { scope: 'write' }, schema: schema(V2Query, 'InfluxDB 2.x line protocol write') }, async (req, reply) => {
     await handler(req as never);
     return reply.code(204).send(null);
   });

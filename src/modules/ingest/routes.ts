@@ -1,5 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { SMALL_ANSWERS } from '../../http/cache.ts';
+import { NO_COMPRESSION_HOOK } from '../../http/cache.ts';
 import type { Readable } from 'node:stream';
 import { Type } from 'typebox';
 import { problem } from '../../http/errors.ts';
@@ -28,7 +28,7 @@ export const ingestRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
     '/readings',
     {
-      ...SMALL_ANSWERS,
+      ...NO_COMPRESSION_HOOK,
       config: { scope: 'write' },
       schema: {
         tags: ['ingest'],

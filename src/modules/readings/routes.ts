@@ -1,5 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { RENDERED_ROUTE } from '../../http/cache.ts';
+import { NO_COMPRESSION_HOOK } from '../../http/cache.ts';
 import { DeviceParams, problemResponses } from '../../http/schemas.ts';
 import {
   Dashboard,
@@ -16,7 +16,7 @@ export const readingQueryRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/devices/:device/latest',
     {
-      ...RENDERED_ROUTE,
+      ...NO_COMPRESSION_HOOK,
       config: { scope: 'read' },
       schema: { tags: ['readings'], summary: 'Latest value of every metric of a device', params: DeviceParams, response: { 200: LatestOfDevice, ...problemResponses } },
     },
@@ -35,7 +35,7 @@ export const readingQueryRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/devices/:device/stats',
     {
-      ...RENDERED_ROUTE,
+      ...NO_COMPRESSION_HOOK,
       config: { scope: 'read' },
       schema: { tags: ['readings'], summary: 'Count, min, max, avg, sum, first, last of one metric per time bucket', params: DeviceParams, querystring: StatsQuery, response: { 200: DeviceStats, ...problemResponses } },
     },
@@ -45,7 +45,7 @@ export const readingQueryRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/readings/latest',
     {
-      ...RENDERED_ROUTE,
+      ...NO_COMPRESSION_HOOK,
       config: { scope: 'read' },
       schema: { tags: ['readings'], summary: 'Dashboard: devices with the newest readings and their latest values', querystring: DashboardQuery, response: { 200: Dashboard, ...problemResponses } },
     },

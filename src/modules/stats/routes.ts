@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin';
-import { RENDERED_ROUTE } from '../../http/cache.ts';
+import { NO_COMPRESSION_HOOK } from '../../http/cache.ts';
 import type { FastifyInstance } from 'fastify';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { problemResponses } from '../../http/schemas.ts';
@@ -24,7 +24,7 @@ export const fleetStatsRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/stats',
     {
-      ...RENDERED_ROUTE,
+      ...NO_COMPRESSION_HOOK,
       config: { scope: 'read' },
       schema: {
         tags: ['stats'],
