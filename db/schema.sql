@@ -1,25 +1,25 @@
 -- tables
-api_keys 
-devices 
-fleet_rollup_1d 
-fleet_rollup_1h 
-fleet_rollup_1m 
-fleet_rollup_dirty 
-latest 
-metric_sets 
-pulse_migrations 
+api_keys
+devices
+fleet_rollup_1d
+fleet_rollup_1h
+fleet_rollup_1m
+fleet_rollup_dirty
+latest with (fillfactor=50)
+metric_sets
+pulse_migrations
 readings partitioned by RANGE (ts)
-readings_default 
-reports 
-rollup_1d 
-rollup_1h 
-rollup_1m 
-rollup_dirty 
-rollup_metrics 
-rollup_watermark 
-sessions 
-tenants 
-webhooks 
+readings_default
+reports
+rollup_1d
+rollup_1h
+rollup_1m
+rollup_dirty
+rollup_metrics
+rollup_watermark
+sessions
+tenants
+webhooks
 
 -- columns
 api_keys.id bigint not null identity

@@ -1,8 +1,8 @@
 import pg from 'pg';
 
 /**
- * A canonical, diffable description of the schema (tables, columns, constraints,
- * indexes, functions) from the catalogs: no pg_dump, whose version must match the
+ * A canonical, diffable description of the schema (tables and their storage options,
+ * columns, constraints, indexes, functions) from the catalogs: no pg_dump, whose version must match the
  * server's. Daily partitions (readings_YYYYMMDD) are runtime data, not schema.
  */
 export async function describeSchema(url: string): Promise<string> {
@@ -12,7 +12,8 @@ export async function describeSchema(url: string): Promise<string> {
     const q = async (sql: string) => (await client.query<{ line: string }>(sql)).rows.map((r) => r.line);
     const notPartition = `c.relname !~ '^readings_\\d{8}$'`;
     const sections = [
-      ['tables', await q(`select format('%s %s', c.relname, case c.relkind when 'p' then 'partitioned by ' || pg_get_partkeydef(c.oid) else '' end) as line
+      ['tables', await q(`select concat_ws(' ', c.relname, case c.relkind when 'p' then 'partitioned by ' || pg_get_partkeydef(c.oid) end,
+          'with (' || array_to_string(c.reloptions, ', ') || ')') as line
         from pg_class c join pg_namespace n on n.oid = c.relnamespace
         where n.nspname = 'public' and c.relkind in ('r', 'p') and ${notPartition} order by 1`)],
       ['columns', await q(`select format('%s.%s %s%s%s', c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
