@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { createServer, type Server, type Socket } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -164,6 +165,33 @@ describe('against the ceiling server', () => {
     const r = await runLoad(fixedGet(ceiling.url, { durationMs: 60_000, warmupMs: 0, maxRequests: 25 }));
     assertResultShape(r);
     assert.equal(r.requests + r.errors, 25);
+  });
+
+  test('prefetch makes the next request while the current one is in flight', { timeout: 60_000 }, async () => {
+    // a server that answers after 30 ms; the generator notes, when called, how many requests it made are unanswered
+    let answered = 0;
+    const server = createHttpServer((req, res) => {
+      req.resume();
+      req.on('end', () => setTimeout(() => res.end('{}', () => answered++), 30));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    try {
+      const unansweredAtCall = async (prefetch: boolean) => {
+        answered = 0;
+        const seen: number[] = [];
+        const generator = (i: number) => (seen.push(i - answered), { method: 'GET', path: '/' });
+        const r = await runLoad({ ...fixedGet(url, { connections: 1, durationMs: 60_000, warmupMs: 0, maxRequests: 6 }), prefetch }, { generator });
+        assert.equal(r.requests, 6);
+        return seen.slice(0, 6);
+      };
+      const plain = await unansweredAtCall(false);
+      assert.deepEqual(plain, [0, 0, 0, 0, 0, 0], 'without prefetch each request is made once the previous one is answered');
+      const ahead = await unansweredAtCall(true);
+      assert.deepEqual(ahead, [0, 1, 1, 1, 1, 1], 'with prefetch each next request is made while the previous one is in flight');
+    } finally {
+      server.close();
+    }
   });
 
   test('non-2xx responses are counted by class', async () => {

@@ -50,6 +50,13 @@ export interface LoadSpec {
   maxRequests?: number;
   /** Per-request timeout (connect, headers, and between body chunks); default 10 s. */
   timeoutMs?: number;
+  /**
+   * Make each connection's next request while its current one is in flight. For bulk
+   * bodies (megabytes, ~100 ms to make): otherwise a closed loop adds the generator's time
+   * to every request, and the server idles meanwhile, as it would not behind a client
+   * that streams a file.
+   */
+  prefetch?: boolean;
   requests: GeneratorRef;
 }
 
@@ -101,6 +108,10 @@ export function validateSpec(input: unknown): LoadSpec {
   };
   if (o.maxRequests !== undefined) spec.maxRequests = positiveInt(o.maxRequests, 'maxRequests');
   if (o.timeoutMs !== undefined) spec.timeoutMs = positiveInt(o.timeoutMs, 'timeoutMs');
+  if (o.prefetch !== undefined) {
+    if (typeof o.prefetch !== 'boolean') throw new LoadSpecError('prefetch must be a boolean');
+    spec.prefetch = o.prefetch;
+  }
   return spec;
 }
 
@@ -138,6 +149,8 @@ class Connection implements Dispatcher.DispatchHandlers {
   statusCode = 0;
   bytes = 0;
   measured = false;
+  /** The next request, made while this one was in flight (LoadSpec.prefetch). */
+  prepared: GeneratedRequest | undefined;
   constructor(private readonly run: Run) {}
   onConnect(): void {}
   onHeaders(statusCode: number): boolean {
@@ -228,11 +241,12 @@ class Run {
     }
     let req: GeneratedRequest;
     try {
-      req = this.next(this.counter++);
+      req = conn.prepared ?? this.next(this.counter++);
     } catch (err) {
       this.abort(err);
       return;
     }
+    conn.prepared = undefined;
     if (measuring) this.measuredIssued++;
     conn.measured = measuring;
     conn.statusCode = 0;
@@ -243,6 +257,17 @@ class Run {
     if (req.headers !== undefined) opts.headers = req.headers;
     if (req.body !== undefined) opts.body = req.body;
     this.pool.dispatch(opts, conn);
+    // after the dispatch has had its turn to write
+    if (this.spec.prefetch) setImmediate(() => this.prepare(conn));
+  }
+
+  private prepare(conn: Connection): void {
+    if (this.phase === 'stopped' || conn.prepared) return;
+    try {
+      conn.prepared = this.next(this.counter++);
+    } catch (err) {
+      this.abort(err);
+    }
   }
 
   completed(conn: Connection): void {
