@@ -192,6 +192,17 @@ describe('parseTimestamp', () => {
     );
   });
 
+  it('reads a fractional number as its shortest decimal: more than 3 fractional digits is refused', () => {
+    fc.assert(
+      fc.property(fc.double({ min: 0, max: 2 ** 44, noNaN: true }), (ms) => {
+        const m = /^(\d+)(?:\.(\d+))?$/.exec(String(ms));
+        const expected = m && (m[2] ?? '').length <= 3 && Number.isSafeInteger(Number(m[1]) * 1000) ? Number(m[1]) * 1000 + Number((m[2] ?? '').padEnd(3, '0')) : null;
+        assert.equal(parseTimestamp(ms), expected, String(ms));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
   it('round-trips epoch milliseconds as text, and as numbers while doubles resolve a µs', () => {
     fc.assert(
       fc.property(fc.integer({ min: 0, max: MAX_TS }), (us) => {

@@ -40,9 +40,18 @@ function inRange(us: number): number | null {
   return us >= 0 && Number.isSafeInteger(us) ? us : null;
 }
 
+/** Below this, doubles are less than 1 µs apart: distinct µs are distinct doubles (year 2248). */
+const MS_RESOLVES_US = 2 ** 43;
+
 function fromEpochMsNumber(ms: number): number | null {
   if (!Number.isFinite(ms) || ms < 0) return null;
   if (Number.isInteger(ms)) return inRange(ms * 1000);
+  // the sender's decimal had at most 3 fractional digits exactly when the µs it rounds to
+  // gives back this double (the shortest decimal of the double is then that one)
+  if (ms < MS_RESOLVES_US) {
+    const us = Math.round(ms * 1000);
+    if (us / 1000 === ms) return us;
+  }
   // `ms * 1000` can be off by a µs once the double's spacing nears 1 µs, so go through
   // the shortest decimal that round-trips (what the sender most likely wrote). If that
   // needs more than 3 fractional digits, the sender wrote more than µs precision.
