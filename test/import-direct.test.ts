@@ -299,6 +299,39 @@ describe('large JSON and line-protocol requests take the direct path', () => {
     assert.equal(latest.json().metrics.a.value, 149);
   });
 
+  it('looks up only devices this process has not seen committed; a device deleted since is created again', async () => {
+    const write = (t0: number) =>
+      t.app.inject({
+        method: 'POST',
+        url: '/write?precision=ms',
+        headers: { ...bearer(key), 'content-type': 'text/plain' },
+        payload: Array.from({ length: 120 }, (_, i) => `env,device=dc-${i % 4} temp=${i} ${t0 + i}`).join('\n'),
+      });
+    const lookups = async () => (await statementCounts(t.app)).get('ingest.find_devices:ok') ?? 0;
+    const l0 = await lookups();
+    assert.equal((await write(BASE)).statusCode, 204);
+    const l1 = await lookups();
+    assert.ok(l1 > l0, 'new devices are looked up (and created)');
+    assert.equal((await write(BASE + 1000)).statusCode, 204);
+    assert.equal(await lookups(), l1, 'known devices are not looked up again');
+
+    const { rows: before } = await t.db.pool.query(`select id from devices where external_id = 'dc-1'`);
+    const del = await t.app.inject({ method: 'DELETE', url: '/v1/devices/dc-1', headers: bearer(key) });
+    assert.equal(del.statusCode, 204, del.body);
+    const res = await write(BASE + 2000);
+    assert.equal(res.statusCode, 204, res.body);
+    const { rows: after } = await t.db.pool.query(
+      `select d.id, count(r.*)::int as n from devices d left join readings r on r.device_id = d.id where d.external_id = 'dc-1' group by d.id`,
+    );
+    assert.equal(after.length, 1);
+    assert.notEqual(after[0].id, before[0].id, 'created again, with a new id');
+    assert.equal(after[0].n, 30, 'only the readings written after the deletion');
+    const { rows: others } = await t.db.pool.query(
+      `select count(*)::int as n from readings r join devices d on d.id = r.device_id where d.external_id in ('dc-0', 'dc-2', 'dc-3')`,
+    );
+    assert.equal(others[0].n, 270, 'the other devices have all three writes, once');
+  });
+
   it('writes a line-protocol request of 100+ lines by COPY; a repeated one merges', async () => {
     const lines = Array.from({ length: 120 }, (_, i) => `env,device=lp-${i % 4} temp=${i},hum=${i % 7}i ${(BASE + i * 1000) * 1000}`).join('\n');
     const c0 = await copies();

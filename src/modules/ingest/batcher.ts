@@ -2,8 +2,7 @@ import type { Logger } from 'pino';
 import type { Db } from '../../infra/db.ts';
 import type { Metrics } from '../../infra/metrics.ts';
 import { Problem, problem } from '../../http/errors.ts';
-import { commitBatch, deviceKey, DeviceIds, type CommitResult, type WriteRequest } from './commit.ts';
-import { MetricSets } from './metric-sets.ts';
+import { commitBatch, deviceKey, type CommitResult, type IngestCaches, type WriteRequest } from './commit.ts';
 import { STATS_LATE_US } from '../../infra/cache.ts';
 
 export interface BatcherOptions {
@@ -60,16 +59,19 @@ export class WriteBatcher {
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private idle: (() => void)[] = [];
-  private readonly metricSets = new MetricSets();
-  private readonly deviceIds = new DeviceIds();
+  private readonly metricSets: IngestCaches['metricSets'];
+  private readonly deviceIds: IngestCaches['deviceIds'];
 
   constructor(
     private readonly db: Db,
     private readonly opts: BatcherOptions,
     private readonly metrics: Metrics,
     private readonly log: Logger,
+    caches: IngestCaches,
     private readonly afterCommit: AfterCommit | null = null,
   ) {
+    this.metricSets = caches.metricSets;
+    this.deviceIds = caches.deviceIds;
     metrics.ingestBufferSource.values = () => this.bufferedValues;
     metrics.ingestBufferSource.bytes = () => this.bufferedBytes;
   }

@@ -76,6 +76,17 @@ export class DeviceIds {
   }
 }
 
+/**
+ * What writes learn once per process: device ids (committed) and metric-set ids. Shared by
+ * the group commit and direct writes (large JSON and line-protocol requests), never by
+ * streaming imports, whose bodies cannot be sent again when a cached device turns out
+ * deleted (23503: the write is retried once with the device cache cleared).
+ */
+export interface IngestCaches {
+  deviceIds: DeviceIds;
+  metricSets: MetricSets;
+}
+
 interface Plan {
   devices: Map<string, { tenantId: number; device: string }>;
   autoCreate: Map<number, boolean>;

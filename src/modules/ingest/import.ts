@@ -6,7 +6,7 @@ import type { KeyIdentity } from '../keys/repository.ts';
 import type { ReadingInput } from '../readings/types.ts';
 import { checkReading } from '../readings/validate.ts';
 import { markLateSessionsInWindows } from '../sessions/late.ts';
-import { deviceKey, resolveDevices, unknownDevices } from './commit.ts';
+import { deviceKey, resolveDevices, unknownDevices, type IngestCaches } from './commit.ts';
 import * as repo from './import-repository.ts';
 import { ChunkWriter, newChunk, type Chunk } from './chunk-writer.ts';
 import { ImportParseError } from './import-error.ts';
@@ -41,6 +41,11 @@ export interface ImportOptions {
    * it created devices; `late`: devices it wrote a reading older than STATS_LATE_US.
    */
   afterCommit?: (devices: string[], created: boolean, late: string[]) => Promise<void>;
+  /**
+   * The process's device and metric-set ids (direct writes only: IngestCaches): known
+   * devices cost no lookup, and this write's are remembered once it commits.
+   */
+  caches?: IngestCaches;
 }
 
 /** What the import keeps per device: its id, the span it wrote, and the newest value per metric (for `latest`). */
@@ -107,7 +112,7 @@ export async function writeDirect(
     await tx.query('import.no_timeout', 'set local statement_timeout = 0');
     // read once: a target that moves on during the import waits for it to end (src/modules/rollups/refresh.ts)
     const writer = new ChunkWriter(database, client, tx, await repo.rollupPending(tx), opts.maxSavepoints);
-    const builder = new RowBuilder(tx, auth);
+    const builder = new RowBuilder(tx, auth, opts.caches ?? null);
     let chunk = newChunk();
     let chunkRows = BATCH;
     let readings = 0;
@@ -146,6 +151,7 @@ export async function writeDirect(
     await upsertLatest(tx, devices);
     await tx.query('commit', 'commit');
     client.release();
+    builder.rememberCommitted();
     const lateBefore = Date.now() * 1000 - STATS_LATE_US;
     const late = [...builder.devices].filter(([, d]) => d.lo < lateBefore).map(([name]) => name);
     await opts.afterCommit?.([...builder.devices.keys()], builder.created, late);
@@ -194,6 +200,7 @@ class RowBuilder {
   constructor(
     private readonly tx: Db,
     private readonly auth: KeyIdentity,
+    private readonly caches: IngestCaches | null,
   ) {}
 
   /**
@@ -216,20 +223,49 @@ class RowBuilder {
     return { names, literals };
   }
 
-  /** Whether a reading of the batch names a device or metric set (given as literals) not known yet. */
+  /**
+   * Whether a reading of the batch names a device or metric set (given as literals) not
+   * known yet, to this write or (when it has them) to the process's caches.
+   */
   missing(batch: ReadingInput[], literals: string[]): boolean {
     for (let i = 0; i < batch.length; i++) {
-      if (!this.devices.has(batch[i]!.device) || !this.sets.has(literals[i]!)) return true;
+      const device = batch[i]!.device;
+      if (!this.devices.has(device) && !this.fromCache(device)) return true;
+      const literal = literals[i]!;
+      if (!this.sets.has(literal) && !this.setFromCache(literal)) return true;
     }
     return false;
   }
 
   async resolve(batch: ReadingInput[], literals: string[]): Promise<void> {
     const names = new Set<string>();
-    for (const r of batch) if (!this.devices.has(r.device)) names.add(r.device);
+    for (const r of batch) if (!this.devices.has(r.device) && !this.fromCache(r.device)) names.add(r.device);
     if (names.size) await this.resolveDevices([...names].sort());
     const sets = new Set(literals.filter((l) => !this.sets.has(l)));
     if (sets.size) for (const [lit, id] of await this.metricSets.resolve(this.tx, sets)) this.sets.set(lit, id);
+  }
+
+  /** After the commit: this write's device and metric-set ids are durable. */
+  rememberCommitted(): void {
+    if (!this.caches) return;
+    const ids = new Map<string, number>();
+    for (const [name, d] of this.devices) ids.set(deviceKey(this.auth.tenant_id, name), d.id);
+    this.caches.deviceIds.remember(ids);
+    this.caches.metricSets.remember(this.sets);
+  }
+
+  private fromCache(device: string): boolean {
+    const id = this.caches?.deviceIds.get(deviceKey(this.auth.tenant_id, device));
+    if (id === undefined) return false;
+    this.devices.set(device, newDevice(id));
+    return true;
+  }
+
+  private setFromCache(literal: string): boolean {
+    const id = this.caches?.metricSets.cached([literal])?.get(literal);
+    if (id === undefined) return false;
+    this.sets.set(literal, id);
+    return true;
   }
 
   private async resolveDevices(names: string[]) {
@@ -239,9 +275,7 @@ class RowBuilder {
     const unknown = names.filter((n) => !ids.has(deviceKey(tenantId, n)));
     if (unknown.length) throw unknownDevices(unknown);
     this.created ||= created;
-    for (const name of names) {
-      this.devices.set(name, { id: ids.get(deviceKey(tenantId, name))!, lo: Infinity, hi: -Infinity, last: -Infinity, newest: new Map() });
-    }
+    for (const name of names) this.devices.set(name, newDevice(ids.get(deviceKey(tenantId, name))!));
   }
 
   /** Adds the reading (its ids resolved; `names` its sorted metric names) to the chunk; returns its number of values. */
@@ -267,6 +301,8 @@ class RowBuilder {
     return names.length;
   }
 }
+
+const newDevice = (id: number): DeviceState => ({ id, lo: Infinity, hi: -Infinity, last: -Infinity, newest: new Map() });
 
 function sameKeys(a: string[], b: string[]): boolean {
   if (a.length !== b.length) return false;

@@ -1,11 +1,15 @@
 import fp from 'fastify-plugin';
 import type { FastifyInstance } from 'fastify';
 import { WriteBatcher } from './batcher.ts';
+import { DeviceIds, type IngestCaches } from './commit.ts';
+import { MetricSets } from './metric-sets.ts';
 
 declare module 'fastify' {
   interface FastifyInstance {
     /** Group-commit write batcher shared by every ingest path (HTTP JSON, line protocol, MQTT). */
     batcher: WriteBatcher;
+    /** Device and metric-set ids known to this process, for the batcher and direct writes. */
+    ingestCaches: IngestCaches;
   }
 }
 
@@ -13,6 +17,7 @@ declare module 'fastify' {
 export const batcherPlugin = fp(
   async (app: FastifyInstance) => {
     const { config, database, metrics } = app.pulse;
+    const caches: IngestCaches = { deviceIds: new DeviceIds(), metricSets: new MetricSets() };
     const batcher = new WriteBatcher(
       database.ingest,
       {
@@ -24,12 +29,14 @@ export const batcherPlugin = fp(
       },
       metrics,
       app.pulse.logger,
+      caches,
       // writes are acknowledged only after the cache entries they change are evicted
       app.cache.enabled
         ? (written) => Promise.all([...written].map(([tenantId, w]) => app.cache.afterWrite(tenantId, w.devices, w.created, w.late))).then(() => {})
         : null,
     );
     app.decorate('batcher', batcher);
+    app.decorate('ingestCaches', caches);
     app.addHook('onClose', () => batcher.close());
   },
   { name: 'pulse-batcher', dependencies: ['pulse-cache'] },

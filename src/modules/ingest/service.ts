@@ -25,8 +25,17 @@ export function ingestOptions(app: FastifyInstance): IngestOptions {
   const base = { maxFutureSkewUs: config.MAX_FUTURE_SKEW_S * 1e6, maxSavepoints: config.IMPORT_SAVEPOINTS, directMinReadings: config.INGEST_DIRECT_MIN_READINGS };
   const direct = async (auth: KeyIdentity, readings: ReadingInput[]): Promise<CommitResult> => {
     const afterCommit = (devices: string[], created: boolean, late: string[]) => app.cache.afterWrite(auth.tenant_id, devices, created, late);
-    const { readings: n, values, devices } = await writeDirect(database, auth, [readings], { ...base, afterCommit });
-    return { readings: n, values, devices };
+    const write = () => writeDirect(database, auth, [readings], { ...base, afterCommit, caches: app.ingestCaches });
+    let result;
+    try {
+      result = await write();
+    } catch (err) {
+      // a cached device was deleted since (foreign key): nothing was written; look them up again
+      if ((err as { code?: string }).code !== '23503') throw err;
+      app.ingestCaches.deviceIds.clear();
+      result = await write();
+    }
+    return { readings: result.readings, values: result.values, devices: result.devices };
   };
   return { ...base, direct: config.INGEST_DIRECT_MIN_READINGS > 0 ? direct : null };
 }
