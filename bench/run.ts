@@ -145,6 +145,27 @@ async function prepareDatabase(adminUrl: string, size: Size, withBaseline: boole
   }
 }
 
+/**
+ * Waits (at most 2 min) until a peer uses under 5 % of a core: InfluxDB compacts what a
+ * write scenario gave it for a minute or more afterwards, on the cores the next
+ * scenario measures.
+ */
+async function untilIdle(system: RunningSystem, say: (s: string) => void) {
+  const started = Date.now();
+  for (;;) {
+    const s = startSampling([system.pid], 250, { includeDescendants: true });
+    await new Promise((r) => setTimeout(r, 2_000));
+    const busy = s.stop().cpuPct;
+    if (busy < 5) break;
+    if (Date.now() - started > 120_000) {
+      say(`${system.name} still uses ${busy} % of a core; going on`);
+      return;
+    }
+  }
+  const waited = (Date.now() - started) / 1000;
+  if (waited > 3) say(`waited ${waited.toFixed(0)} s for ${system.name} to go idle`);
+}
+
 /** Scenarios that write readings (the COPY ceiling of the bulk ones too). */
 const WRITING_KINDS = new Set<ScenarioDef['kind']>(['ingest', 'ingest-batch', 'line-protocol', 'ndjson', 'mixed']);
 
@@ -238,7 +259,10 @@ export async function runBench(opts: BenchOptions): Promise<{ results: BenchResu
     if (scenarios.some((s) => s.peers?.includes('influxdb')) && wanted('influxdb')) {
       const influxd = findInfluxd();
       const seedKey = JSON.stringify({ size: opts.size, startUs: db.startUs, endUs: db.endUs, devices: db.devices });
-      if (influxd) running.push(await startInfluxdb(influxd, (port += 2), opts.size, seedKey, db.url, say));
+      if (influxd) {
+        running.push(await startInfluxdb(influxd, (port += 2), opts.size, seedKey, db.url, say));
+        await untilIdle(running[running.length - 1]!, say); // compacting what it was loaded with
+      }
       else if (opts.systems) throw new Error('--systems influxdb: no influxd on PATH (Debian: apt-get install influxdb)');
       else say('InfluxDB left out: no influxd on PATH (Debian: apt-get install influxdb)');
     }
@@ -247,6 +271,7 @@ export async function runBench(opts: BenchOptions): Promise<{ results: BenchResu
     for (const scenario of scenarios) {
       results.push(await runScenario(scenario, running, db, postmaster, opts, say));
       if (WRITING_KINDS.has(scenario.kind)) await clearBenchWrites(db.url, db.endUs, say);
+      for (const peer of running.filter((s) => s.kind === 'peer')) await untilIdle(peer, say);
       say(`\n${renderScenarioTable(results[results.length - 1]!)}\n`);
     }
     const out: BenchResults = {
