@@ -71,8 +71,15 @@ export class DeviceIds {
     if (this.ids.size + ids.size > MAX_CACHED_DEVICES) this.ids.clear();
     for (const [k, v] of ids) this.ids.set(k, v);
   }
-  clear() {
+  /**
+   * Whether `err` is a write refused by a foreign key: a device of this cache was deleted
+   * since. Nothing of that write was committed; the cache is cleared, so its devices are
+   * looked up again when it runs once more.
+   */
+  forgetIfDeleted(err: unknown): boolean {
+    if ((err as { code?: string }).code !== '23503') return false;
     this.ids.clear();
+    return true;
   }
 }
 
@@ -80,7 +87,7 @@ export class DeviceIds {
  * What writes learn once per process: device ids (committed) and metric-set ids. Shared by
  * the group commit and direct writes (large JSON and line-protocol requests), never by
  * streaming imports, whose bodies cannot be sent again when a cached device turns out
- * deleted (23503: the write is retried once with the device cache cleared).
+ * deleted (DeviceIds.forgetIfDeleted: the write runs once more).
  */
 export interface IngestCaches {
   deviceIds: DeviceIds;
@@ -183,8 +190,7 @@ export async function commitBatch(
         if (shaped.length) await write(db, shaped, latest, setIds);
         return outcome;
       } catch (err) {
-        if ((err as { code?: string }).code !== '23503') throw err;
-        deviceCache.clear(); // a cached device was deleted: resolve again below
+        if (!deviceCache.forgetIfDeleted(err)) throw err; // resolve again below
       }
     }
   }

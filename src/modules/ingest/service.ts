@@ -26,16 +26,11 @@ export function ingestOptions(app: FastifyInstance): IngestOptions {
   const direct = async (auth: KeyIdentity, readings: ReadingInput[]): Promise<CommitResult> => {
     const afterCommit = (devices: string[], created: boolean, late: string[]) => app.cache.afterWrite(auth.tenant_id, devices, created, late);
     const write = () => writeDirect(database, auth, [readings], { ...base, afterCommit, caches: app.ingestCaches });
-    let result;
-    try {
-      result = await write();
-    } catch (err) {
-      // a cached device was deleted since (foreign key): nothing was written; look them up again
-      if ((err as { code?: string }).code !== '23503') throw err;
-      app.ingestCaches.deviceIds.clear();
-      result = await write();
-    }
-    return { readings: result.readings, values: result.values, devices: result.devices };
+    const { readings: n, values, devices } = await write().catch((err: unknown) => {
+      if (!app.ingestCaches.deviceIds.forgetIfDeleted(err)) throw err;
+      return write();
+    });
+    return { readings: n, values, devices };
   };
   return { ...base, direct: config.INGEST_DIRECT_MIN_READINGS > 0 ? direct : null };
 }
