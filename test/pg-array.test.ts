@@ -1,7 +1,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
-import { arrayParam } from '../src/infra/pg-array.ts';
+import { arrayParam, arrayParams } from '../src/infra/pg-array.ts';
 import { adminUrl } from './helpers/db.ts';
 
 describe('arrayParam: array parameters as PostgreSQL literals', () => {
@@ -43,5 +43,11 @@ describe('arrayParam: array parameters as PostgreSQL literals', () => {
     for (const v of [[1, null], [null, 1], ['a', 2], [[1, 2]], [true], [Buffer.from('x')], [new Date(0)]]) assert.equal(arrayParam(v), v);
     assert.equal(arrayParam(5), 5);
     assert.equal(arrayParam('{1}'), '{1}');
+  });
+
+  it('a parameter list without arrays is passed as it is; one with arrays gets their literals', () => {
+    const plain = [1, 'a', null, new Date(0)];
+    assert.equal(arrayParams(plain), plain);
+    assert.deepEqual(arrayParams([1, [1, 2], ['a"b']]), [1, '{1,2}', '{"a\\"b"}']);
   });
 });

@@ -3,7 +3,7 @@ import client from 'prom-client';
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { Metrics } from './metrics.ts';
-import { arrayParam } from './pg-array.ts';
+import { arrayParams } from './pg-array.ts';
 
 // timestamptz and int8 as they come: timestamps are parsed where needed (ts columns are
 // selected as epoch microseconds), int8 ids stay strings unless a query casts them.
@@ -68,7 +68,7 @@ class NamedDb implements Db {
     let outcome = 'ok';
     try {
       // named statements are prepared once per connection: no parse or plan per request
-      const res = await runner.query({ name: this.owner.statementName(name, sql), text: sql, values: params.map(arrayParam) });
+      const res = await runner.query({ name: this.owner.statementName(name, sql), text: sql, values: arrayParams(params) });
       return res.rows as T[];
     } catch (err) {
       outcome = 'error';
