@@ -181,15 +181,15 @@ async function clearBenchWrites(url: string, endUs: number, say: (s: string) => 
   const started = Date.now();
   const c = await connect(url);
   try {
-    const after = [new Date(endUs / 1000).toISOString()];
+    const seedEnd = new Date(endUs / 1000).toISOString();
     const r = await c.query(
       `delete from readings r using devices d join tenants t on t.id = d.tenant_id
         where r.device_id = d.id and t.name = $2 and r.ts > $1::timestamptz`,
-      [...after, TENANT],
+      [seedEnd, TENANT],
     );
-    if (await c.query(`select to_regclass('baseline_readings') is not null as ok`).then((x) => x.rows[0].ok)) {
-      await c.query('delete from baseline_readings where ts > $1::timestamptz', after);
-    }
+    // the "before" tables exist once a run included it
+    const { rows } = await c.query(`select to_regclass('baseline_readings') is not null as ok`);
+    if (rows[0].ok) await c.query('delete from baseline_readings where ts > $1::timestamptz', [seedEnd]);
     if (!r.rowCount) return;
     await c.query('vacuum (analyze) readings');
     say(`removed ${r.rowCount.toLocaleString('en')} readings of earlier bench writes in ${((Date.now() - started) / 1000).toFixed(0)} s`);

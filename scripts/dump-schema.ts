@@ -2,8 +2,8 @@ import pg from 'pg';
 
 /**
  * A canonical, diffable description of the schema (tables and their storage options,
- * columns, constraints, indexes, functions) from the catalogs: no pg_dump, whose version must match the
- * server's. Daily partitions (readings_YYYYMMDD) are runtime data, not schema.
+ * columns, constraints, indexes, functions) from the catalogs: no pg_dump, whose version
+ * must match the server's. Daily partitions (readings_YYYYMMDD) are runtime data, not schema.
  */
 export async function describeSchema(url: string): Promise<string> {
   const client = new pg.Client({ connectionString: url });

@@ -96,16 +96,18 @@ export function make(raw: unknown): RequestFn {
   const pool = (render: () => string) => Array.from({ length: POOL }, render);
   const jsonMetrics = pool(() => `"metrics":{"temperature":${value()},"humidity":${value()},"pressure":${value()}}}`);
   const lpFields = pool(() => `temperature=${value()},humidity=${value()},pressure=${value()}`);
+  /** A line-protocol line, as pulse and the InfluxDB peer are sent it. */
+  const lpLine = (device: string, us: number, j: number) => `env,device=${device} ${lpFields[j % POOL]} ${us}`;
   const bulk = (i: number, type: string, line: (device: string, us: number, j: number) => string, path = '/v1/readings', join = '\n') => {
     const lines: string[] = new Array(n);
-    for (let j = 0; j < n; j++) lines[j] = line(deviceName(), bulkTs(i, j), j % POOL);
+    for (let j = 0; j < n; j++) lines[j] = line(deviceName(), bulkTs(i, j), j);
     return { method: 'POST', path, headers: { ...headers, 'content-type': type }, body: Buffer.from(lines.join(join) + (join === ',' ? '' : '\n')) };
   };
   // epoch ms with the µs as a 3-digit fraction, by integer arithmetic (cheaper than formatting `us / 1000`)
   const epochMs = (us: number) => `${Math.floor(us / 1000)}.${String(us % 1000).padStart(3, '0')}`;
-  const reading = (device: string, us: number, j: number) => `{"device":"${device}","ts":${epochMs(us)},${jsonMetrics[j]}`;
+  const reading = (device: string, us: number, j: number) => `{"device":"${device}","ts":${epochMs(us)},${jsonMetrics[j % POOL]}`;
 
-  if (args.peer === 'influxdb') return influxdb(args, deviceName, lpFields, bulk);
+  if (args.peer === 'influxdb') return influxdb(args, deviceName, lpLine, bulk);
   switch (args.kind) {
     case 'ingest-batch':
       return (i) => {
@@ -115,8 +117,7 @@ export function make(raw: unknown): RequestFn {
     case 'ndjson':
       return (i) => bulk(i, 'application/x-ndjson', reading);
     case 'line-protocol':
-      return (i) =>
-        bulk(i, 'text/plain', (device, us, j) => `env,device=${device} ${lpFields[j]} ${us}`, '/write?precision=us');
+      return (i) => bulk(i, 'text/plain', lpLine, '/write?precision=us');
     case 'latest':
       return latest;
     case 'dashboard':
@@ -153,15 +154,13 @@ export function make(raw: unknown): RequestFn {
 function influxdb(
   args: RequestArgs,
   deviceName: () => string,
-  /** Rendered field sets, as the pulse scenarios send them. */
-  fields: string[],
+  line: (device: string, us: number, j: number) => string,
   bulk: (i: number, type: string, line: (device: string, us: number, j: number) => string, path: string) => GeneratedRequest,
 ): RequestFn {
   const write = '/write?db=pulse&precision=u';
-  const line = (device: string, us: number, j: number) => `env,device=${device} ${fields[j]} ${us}`;
   switch (args.kind) {
     case 'ingest':
-      return (i) => ({ method: 'POST', path: write, headers: { 'content-type': 'text/plain' }, body: Buffer.from(line(deviceName(), Date.now() * 1000 + (i % 1000), i % fields.length)) });
+      return (i) => ({ method: 'POST', path: write, headers: { 'content-type': 'text/plain' }, body: Buffer.from(line(deviceName(), Date.now() * 1000 + (i % 1000), i)) });
     case 'line-protocol':
       return (i) => bulk(i, 'text/plain', line, write);
     case 'stats': {
