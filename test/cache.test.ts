@@ -1,5 +1,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import diagnostics_channel from 'node:diagnostics_channel';
 import { brotliDecompressSync, gunzipSync } from 'node:zlib';
 import { bearer, createTestApp, type TestApp } from './helpers/app.ts';
 import { adminUrl } from './helpers/db.ts';
@@ -45,6 +46,32 @@ describe('cache (L1 only)', () => {
       assert.equal((await write([{ device: 'ryw-1', ts: `2026-01-01T00:0${v}:00Z`, metrics: { t: v } }])).statusCode, 200);
       const latest = await get('/v1/devices/ryw-1/latest');
       assert.deepEqual(latest.json().metrics.t, { ts: `2026-01-01T00:0${v}:00.000Z`, value: v });
+    }
+  });
+
+  it('answers a fresh L1 entry, tagged or not, without a bentocache operation (the hot path)', async () => {
+    // PulseCache.l1Hit reads bentocache's L1 entries itself: if their format changed, every
+    // hit would take the slow path again (still correct, 3-4x the CPU); this notices
+    const operations: string[] = [];
+    const channel = diagnostics_channel.tracingChannel('bentocache.cache.operation');
+    const handlers = { start: (m: unknown) => operations.push((m as { operation: string }).operation) };
+    channel.subscribe(handlers as unknown as Parameters<typeof channel.subscribe>[0]);
+    try {
+      await write([{ device: 'hot-1', metrics: { t: 1 } }]);
+      for (const url of ['/v1/devices/hot-1/latest', '/v1/readings/latest?status=any&limit=7']) {
+        assert.equal(cacheTier(await get(url)), 'miss');
+        operations.length = 0;
+        const hit = await get(url);
+        assert.equal(cacheTier(hit), 'l1');
+        assert.deepEqual(operations, [], url);
+      }
+      // a write evicts the tagged dashboard lazily (its entry stays in L1): not served as fresh
+      await write([{ device: 'hot-2', metrics: { t: 2 } }]);
+      const after = await get('/v1/readings/latest?status=any&limit=7');
+      assert.equal(cacheTier(after), 'miss');
+      assert.ok(after.json().items.some((i: { device: string }) => i.device === 'hot-2'));
+    } finally {
+      channel.unsubscribe(handlers as unknown as Parameters<typeof channel.unsubscribe>[0]);
     }
   });
 
