@@ -30,37 +30,41 @@ const MAX_CACHED_KEYS = 10_000;
 
 /**
  * Resolves an API key to its tenant and scopes, remembering verified keys for a short
- * TTL so a request does not pay a database round trip for authentication.
+ * TTL so a request does not pay a database round trip for authentication. Remembered by
+ * the key as sent: a request with a known key costs a map lookup, not a SHA-256 (~5 % of
+ * a cached answer's CPU). The keys are in this process's memory either way (each request
+ * carries one); the database holds only their hashes.
  */
 class KeyCache {
-  private readonly entries = new Map<string, { identity: KeyIdentity; expires: number }>();
+  private readonly entries = new Map<string, { identity: KeyIdentity; hash: string; expires: number }>();
   constructor(
     private readonly db: Db,
     private readonly ttlMs: number,
   ) {}
 
-  /** The identity of a key (by its hash) verified within the TTL, without I/O; undefined: ask load(). */
-  remembered(hash: Buffer): KeyIdentity | undefined {
-    const hit = this.entries.get(hash.toString('base64'));
+  /** The identity of a key verified within the TTL, without I/O; undefined: ask load(). */
+  remembered(key: string): KeyIdentity | undefined {
+    const hit = this.entries.get(key);
     return hit && hit.expires > Date.now() ? hit.identity : undefined;
   }
 
-  /** Reads the key from the database and remembers it (when active) for the TTL. */
-  async load(hash: Buffer): Promise<KeyIdentity | undefined> {
-    const id = hash.toString('base64');
+  /** Reads the key (by its hash) from the database and remembers it (when active) for the TTL. */
+  async load(key: string): Promise<KeyIdentity | undefined> {
+    const hash = hashKey(key);
     const readAt = Date.now(); // the TTL counts from the read: a revocation is seen within it
     const identity = await findActiveKeyByHash(this.db, hash);
     if (identity && this.ttlMs > 0) {
       if (this.entries.size >= MAX_CACHED_KEYS) this.entries.delete(this.entries.keys().next().value!);
-      this.entries.set(id, { identity, expires: readAt + this.ttlMs });
+      this.entries.set(key, { identity, hash: hash.toString('base64'), expires: readAt + this.ttlMs });
     } else {
-      this.entries.delete(id);
+      this.entries.delete(key);
     }
     return identity;
   }
 
   forget(hash: Buffer): void {
-    this.entries.delete(hash.toString('base64'));
+    const id = hash.toString('base64');
+    for (const [key, e] of this.entries) if (e.hash === id) this.entries.delete(key);
   }
 }
 
@@ -99,10 +103,9 @@ export const authPlugin = fp(
         if (param && req.headers.authorization === undefined && (req.query as Record<string, unknown>)[param] !== undefined) return done();
         return done(problem('unauthorized', 'Send an API key as `Authorization: Bearer <key>`.'));
       }
-      const hash = hashKey(key);
-      const known = cache.remembered(hash);
+      const known = cache.remembered(key);
       if (known) return done(admit(req, scope, known));
-      cache.load(hash).then((identity) => done(admit(req, scope, identity)), done);
+      cache.load(key).then((identity) => done(admit(req, scope, identity)), done);
     });
   },
   { name: 'pulse-auth' },
