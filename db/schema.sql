@@ -226,7 +226,6 @@ CREATE INDEX reports_expiry_idx ON public.reports USING btree (expires_at) WHERE
 CREATE INDEX reports_tenant_created_idx ON public.reports USING btree (tenant_id, created_at DESC, id DESC)
 CREATE INDEX sessions_device_started_idx ON public.sessions USING btree (device_id, started_at DESC, id DESC)
 CREATE INDEX sessions_late_idx ON public.sessions USING btree (device_id, completed_at) INCLUDE (started_at) WHERE (status = ANY (ARRAY['completing'::text, 'completed'::text]))
-CREATE INDEX sessions_tenant_done_idx ON public.sessions USING btree (tenant_id) WHERE (status = ANY (ARRAY['completing'::text, 'completed'::text]))
 CREATE INDEX webhooks_tenant_idx ON public.webhooks USING btree (tenant_id, created_at, id)
 CREATE UNIQUE INDEX api_keys_hash_key ON public.api_keys USING btree (hash)
 CREATE UNIQUE INDEX api_keys_pkey ON public.api_keys USING btree (id)

@@ -101,4 +101,33 @@ describe('query plans', () => {
     assert.ok(relations(q.plan).includes('latest'));
     assert.ok(!relations(q.plan).some((r) => /^readings/.test(r)), JSON.stringify(relations(q.plan)));
   });
+  it('a write probes sessions_late_idx per written device, even when the statistics predate the completed sessions', async () => {
+    const pool = t.db.pool;
+    const { rows: devices } = await pool.query<{ id: string }>('select id from devices where tenant_id = $1 order by id limit 24', [tenantId]);
+    // 3,000 sessions the statistics see as failed (no late probe), then completed
+    await pool.query(
+      `insert into sessions (tenant_id, device_id, status, started_at, completed_at)
+       select $1, d.id, 'failed', now() - (g * interval '1 hour') - interval '30 minutes', now() - (g * interval '1 hour')
+         from generate_series(1, 15) g cross join devices d where d.tenant_id = $1`,
+      [tenantId],
+    );
+    await pool.query('analyze sessions');
+    await pool.query(`update sessions set status = 'completed' where tenant_id = $1`, [tenantId]);
+    try {
+      const { rows: sets } = await pool.query<{ id: number }>('select id from metric_sets limit 1');
+      const ids = devices.map((d) => Number(d.id));
+      const ts = ids.map((_, i) => endUs + i);
+      const q = await explain((db) =>
+        repo.writeReadings(db, {
+          deviceIds: ids, tsUs: ts, sets: ids.map(() => sets[0]!.id), vals: ids.map(() => '{1}'),
+          latestDevices: ids, latestMetrics: ids.map(() => 'temperature'), latestTsUs: ts, latestValues: ids.map(() => 1),
+        }),
+      );
+      const sessionScans = [...walkPlan(q.plan)].filter((n) => n['Relation Name'] === 'sessions' && n['Node Type'] !== 'ModifyTable');
+      // the candidates: by sessions_late_idx; locking and updating them: by primary key
+      assert.deepEqual([...new Set(sessionScans.map((n) => n['Index Name'] ?? n['Node Type']))].sort(), ['sessions_late_idx', 'sessions_pkey'], JSON.stringify(sessionScans.map((n) => [n['Node Type'], n['Index Name']])));
+    } finally {
+      await pool.query('delete from sessions where tenant_id = $1', [tenantId]);
+    }
+  });
 });

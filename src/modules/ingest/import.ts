@@ -146,7 +146,7 @@ export async function writeDirect(
     if (chunk.rows.count) await writer.write(chunk);
 
     const devices = [...builder.devices.values()].sort((a, b) => a.id - b.id);
-    await markLateSessionsInWindows(tx, auth.tenant_id, devices.map((d) => d.id), devices.map((d) => d.lo), devices.map((d) => d.hi));
+    await markLateSessionsInWindows(tx, devices.map((d) => d.id), devices.map((d) => d.lo), devices.map((d) => d.hi));
     // last before the commit: concurrent writes of the same devices wait on these row locks until it
     await upsertLatest(tx, devices);
     await tx.query('commit', 'commit');

@@ -13,16 +13,26 @@ const RESUMMARY_MAX_ATTEMPTS = 25;
 /**
  * CTEs (to append to a WITH) that mark completed sessions whose window a written reading
  * falls into, `windows` giving (device_id, lo, hi) per written device, and queue their
- * re-summaries; `late_jobs` must be referenced by the statement so that it runs. Cheap when
- * the devices have no completed sessions: one probe of a partial index per device, and
- * add_jobs is called only when a session was marked.
+ * re-summaries; `late_jobs` must be referenced by the statement so that it runs. One probe
+ * of a partial index per device (offset 0 keeps the planner from turning the probes into a
+ * join), and add_jobs is called only when a session was marked.
  */
 export const LATE_SESSIONS_CTES = (windows: string) => `late_windows as (${windows}),
+  late_candidates as (
+    -- one probe of sessions_late_idx per written device, whatever the statistics say (a join
+    -- could be planned as a read of every completed session: migrations/0007)
+    select c.id from late_windows w
+      cross join lateral (select t.id from sessions t
+                           where t.device_id = w.device_id and t.status in ('completing', 'completed')
+                             and t.completed_at >= w.lo and t.started_at <= w.hi
+                          offset 0) c
+  ),
   late_sessions as (
     -- locked in id order, as the batch summary store locks them: the two wait, never deadlock
     update sessions s set stale = true, revision = s.revision + 1
-      from (select t.id from sessions t join late_windows w on t.device_id = w.device_id
-             where t.status in ('completing', 'completed') and t.completed_at >= w.lo and t.started_at <= w.hi
+      from (select t.id from sessions t
+             where t.id in (select id from late_candidates)
+               and t.status in ('completing', 'completed')
              order by t.id for update of t) x
      where s.id = x.id
     returning s.id
@@ -37,17 +47,13 @@ export const LATE_SESSIONS_CTES = (windows: string) => `late_windows as (${windo
 
 const MARK = (windows: string) => `with ${LATE_SESSIONS_CTES(windows)} select (select n from late_jobs) as n`;
 
-/**
- * Late sessions of a streaming import, from the time span it wrote per device (epoch µs,
- * devices of one tenant). Skips the windows when the tenant has no completed session.
- */
-export async function markLateSessionsInWindows(tx: Db, tenantId: number, deviceIds: number[], loUs: number[], hiUs: number[]): Promise<void> {
+/** Late sessions of a streaming import, from the time span it wrote per device (epoch µs). */
+export async function markLateSessionsInWindows(tx: Db, deviceIds: number[], loUs: number[], hiUs: number[]): Promise<void> {
   await tx.query(
     'sessions.mark_late_import',
     MARK(`select w.d as device_id, timestamptz 'epoch' + w.lo * interval '1 microsecond' as lo,
                  timestamptz 'epoch' + w.hi * interval '1 microsecond' as hi
-            from unnest($2::int8[], $3::int8[], $4::int8[]) as w(d, lo, hi)
-           where exists (select 1 from sessions t where t.tenant_id = $1::bigint and t.status in ('completing', 'completed'))`),
-    [tenantId, deviceIds, loUs, hiUs],
+            from unnest($1::int8[], $2::int8[], $3::int8[]) as w(d, lo, hi)`),
+    [deviceIds, loUs, hiUs],
   );
 }
