@@ -20,10 +20,6 @@ declare module 'fastify' {
     /** Set for every route with a scope; null only when a `tokenParam` request was let through. */
     auth: KeyIdentity;
   }
-  interface FastifyInstance {
-    /** Forgets a key at once in this process (other processes: within AUTH_CACHE_TTL_MS). */
-    forgetKey(hash: Buffer): void;
-  }
 }
 
 const MAX_CACHED_KEYS = 10_000;
@@ -36,7 +32,7 @@ const MAX_CACHED_KEYS = 10_000;
  * carries one); the database holds only their hashes.
  */
 class KeyCache {
-  private readonly entries = new Map<string, { identity: KeyIdentity; hash: string; expires: number }>();
+  private readonly entries = new Map<string, { identity: KeyIdentity; expires: number }>();
   constructor(
     private readonly db: Db,
     private readonly ttlMs: number,
@@ -50,21 +46,15 @@ class KeyCache {
 
   /** Reads the key (by its hash) from the database and remembers it (when active) for the TTL. */
   async load(key: string): Promise<KeyIdentity | undefined> {
-    const hash = hashKey(key);
     const readAt = Date.now(); // the TTL counts from the read: a revocation is seen within it
-    const identity = await findActiveKeyByHash(this.db, hash);
+    const identity = await findActiveKeyByHash(this.db, hashKey(key));
     if (identity && this.ttlMs > 0) {
       if (this.entries.size >= MAX_CACHED_KEYS) this.entries.delete(this.entries.keys().next().value!);
-      this.entries.set(key, { identity, hash: hash.toString('base64'), expires: readAt + this.ttlMs });
+      this.entries.set(key, { identity, expires: readAt + this.ttlMs });
     } else {
       this.entries.delete(key);
     }
     return identity;
-  }
-
-  forget(hash: Buffer): void {
-    const id = hash.toString('base64');
-    for (const [key, e] of this.entries) if (e.hash === id) this.entries.delete(key);
   }
 }
 
@@ -83,7 +73,6 @@ function bearer(req: FastifyRequest): string | undefined {
 export const authPlugin = fp(
   async (app: FastifyInstance, opts: { db: Db; ttlMs: number }) => {
     const cache = new KeyCache(opts.db, opts.ttlMs);
-    app.decorate('forgetKey', (hash: Buffer) => cache.forget(hash));
     app.decorateRequest('auth', null as unknown as KeyIdentity);
     /** The refusal for this identity and scope, or none (and req.auth set). */
     const admit = (req: FastifyRequest, scope: Scope, identity: KeyIdentity | undefined): Error | undefined => {
