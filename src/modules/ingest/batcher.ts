@@ -59,19 +59,15 @@ export class WriteBatcher {
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private idle: (() => void)[] = [];
-  private readonly metricSets: IngestCaches['metricSets'];
-  private readonly deviceIds: IngestCaches['deviceIds'];
 
   constructor(
     private readonly db: Db,
     private readonly opts: BatcherOptions,
     private readonly metrics: Metrics,
     private readonly log: Logger,
-    caches: IngestCaches,
+    private readonly caches: IngestCaches,
     private readonly afterCommit: AfterCommit | null = null,
   ) {
-    this.metricSets = caches.metricSets;
-    this.deviceIds = caches.deviceIds;
     metrics.ingestBufferSource.values = () => this.bufferedValues;
     metrics.ingestBufferSource.bytes = () => this.bufferedBytes;
   }
@@ -151,7 +147,7 @@ export class WriteBatcher {
     let released = false;
     try {
       const touched = this.afterCommit && this.writtenDevices(batch);
-      const outcome = await commitBatch(this.db, batch.map((p) => p.req), this.metricSets, this.deviceIds);
+      const outcome = await commitBatch(this.db, batch.map((p) => p.req), this.caches.metricSets, this.caches.deviceIds);
       released = true;
       release();
       // committed: a failure from here on must not answer 503
@@ -197,7 +193,7 @@ export class WriteBatcher {
     }
     for (const [tenantId, t] of byTenant) {
       for (const d of t.devices) {
-        if (this.deviceIds.get(deviceKey(tenantId, d)) === undefined) {
+        if (this.caches.deviceIds.get(deviceKey(tenantId, d)) === undefined) {
           t.created = true; // unknown to this process: perhaps created now
           break;
         }

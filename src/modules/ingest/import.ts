@@ -191,7 +191,8 @@ class RowBuilder {
   /** Whether this import created devices. */
   created = false;
   private readonly sets = new Map<string, number>();
-  private readonly metricSets = new MetricSets();
+  /** The process's (direct writes: known sets need no lookup) or this import's own. */
+  private readonly metricSets: MetricSets;
   // the previous reading's metric names, as listed and sorted, and their set literal
   private keys: string[] = [];
   private sorted: string[] = [];
@@ -201,7 +202,9 @@ class RowBuilder {
     private readonly tx: Db,
     private readonly auth: KeyIdentity,
     private readonly caches: IngestCaches | null,
-  ) {}
+  ) {
+    this.metricSets = caches?.metricSets ?? new MetricSets();
+  }
 
   /**
    * Each reading's sorted metric names and their set literal. Consecutive readings mostly
@@ -251,7 +254,7 @@ class RowBuilder {
     const ids = new Map<string, number>();
     for (const [name, d] of this.devices) ids.set(deviceKey(this.auth.tenant_id, name), d.id);
     this.caches.deviceIds.remember(ids);
-    this.caches.metricSets.remember(this.sets);
+    this.metricSets.remember(this.sets);
   }
 
   private fromCache(device: string): boolean {
@@ -262,7 +265,7 @@ class RowBuilder {
   }
 
   private setFromCache(literal: string): boolean {
-    const id = this.caches?.metricSets.cached([literal])?.get(literal);
+    const id = this.metricSets.get(literal);
     if (id === undefined) return false;
     this.sets.set(literal, id);
     return true;

@@ -35,6 +35,11 @@ export class MetricSets {
     return out;
   }
 
+  /** The cached id of one literal. */
+  get(literal: string): number | undefined {
+    return this.ids.get(literal);
+  }
+
   /** The cached ids of all the given literals, or null if any is unknown. */
   cached(literals: Iterable<string>): Map<string, number> | null {
     const out = new Map<string, number>();
