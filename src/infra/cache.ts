@@ -198,7 +198,10 @@ export class PulseCache {
     private readonly metrics: Metrics,
     private readonly log: Logger,
   ) {
-    this.l1Prefix = `${config.CACHE_PREFIX}.${ENTRY_FORMAT}:`;
+    // entries hold rendered answers (src/http/rendered.ts); the format's version keeps an
+    // instance of another version, sharing the Redis during a rolling deploy, off them
+    const prefix = `${config.CACHE_PREFIX}.${ENTRY_FORMAT}`;
+    this.l1Prefix = `${prefix}:`;
     if (!config.CACHE_ENABLED) return;
     const l1 = new L1Entries({
       maxSize: config.CACHE_L1_MAX_BYTES,
@@ -255,9 +258,7 @@ export class PulseCache {
     this.bento = new BentoCache({
       default: 'pulse',
       stores: { pulse: store },
-      // entries hold rendered answers (src/http/rendered.ts); the format's version keeps an
-      // instance of another version, sharing the Redis during a rolling deploy, off them
-      prefix: this.l1Prefix.slice(0, -1),
+      prefix,
       grace: config.CACHE_GRACE_MS > 0 ? config.CACHE_GRACE_MS : false,
       graceBackoff: 5_000,
       timeout: config.CACHE_STALE_TIMEOUT_MS,
