@@ -74,20 +74,27 @@ export async function dashboard(db: Db, cache: RequestCache, tenantId: number, q
   if (sinceUs === null || sinceUs > MAX_SINCE_US) throw problem('validation', '`since` must be a duration such as 15m, 6h or 1d, at most 366d.');
   const status = q.status === 'any' ? null : (q.status ?? 'active');
   const key = cache.shared.keys.dashboard(tenantId, status, q.since, q.limit);
-  const rendered = await cache.rendered('dashboard', key, () => readDashboard(db, tenantId, status, sinceUs, q.limit), asOf, [cache.shared.keys.dashboardTag(tenantId)]);
+  const rendered = await cache.prerendered('dashboard', key, (at) => readDashboard(db, tenantId, status, sinceUs, q.limit, at), [cache.shared.keys.dashboardTag(tenantId)]);
   return rendered!;
 }
 
-async function readDashboard(db: Db, tenantId: number, status: string | null, sinceUs: number, limit: number) {
+const num = (x: number) => (Number.isFinite(x) ? `${x}` : 'null');
+
+/**
+ * The dashboard's JSON (Dashboard, in its schema's key order), written from the rows as
+ * they arrive: no object per device and metric to build and serialize again (those were
+ * ~16 % of an uncached dashboard's CPU in pulse). Names are written by JSON.stringify.
+ */
+async function readDashboard(db: Db, tenantId: number, status: string | null, sinceUs: number, limit: number, at: number) {
   const rows = await repo.dashboard(db, tenantId, status, nowUs() - sinceUs, limit);
-  const items: { device: string; ts: string; metrics: Record<string, { ts: string; value: number }> }[] = [];
+  let out = '{"items":[';
+  let device: string | null = null;
   for (const r of rows) {
-    let item = items[items.length - 1];
-    if (!item || item.device !== r.device) {
-      item = { device: r.device, ts: formatUs(r.device_ts_us), metrics: {} };
-      items.push(item);
-    }
-    item.metrics[r.metric] = { ts: formatUs(r.ts_us), value: r.value };
+    if (r.device !== device) {
+      out += `${device === null ? '' : '}},'}{"device":${JSON.stringify(r.device)},"ts":"${formatUs(r.device_ts_us)}","metrics":{`;
+      device = r.device;
+    } else out += ',';
+    out += `${JSON.stringify(r.metric)}:{"ts":"${formatUs(r.ts_us)}","value":${num(r.value)}}`;
   }
-  return { items };
+  return `${out}${device === null ? '' : '}}'}],"as_of":"${new Date(at).toISOString()}"}`;
 }
