@@ -38,6 +38,21 @@ const value = (metric: string) => `case ${metric}
     else 50 + 10 * sin(extract(epoch from ts) / 13750.99 + d.id) + (random() - 0.5) * 2 end`;
 
 /**
+ * `latest` of a tenant's devices ($1) from each device's newest reading at or after $2
+ * (epoch µs); `latest` only moves forward. The seed fills it so; the bench restores it so
+ * after its own writes (bench/run.ts).
+ */
+export const FILL_LATEST = `insert into latest (device_id, metric, ts, value)
+     select r.device_id, u.metric, r.ts, u.value
+       from (select distinct on (r.device_id) r.device_id, r.ts, r.metric_set, r.vals
+               from readings r join devices d on d.id = r.device_id
+              where d.tenant_id = $1::bigint and r.ts >= timestamptz 'epoch' + $2::int8 * interval '1 microsecond'
+              order by r.device_id, r.ts desc) r
+       join metric_sets m on m.id = r.metric_set
+       cross join lateral unnest(m.names, r.vals) as u(metric, value)
+     ${LATEST_FORWARD}`;
+
+/**
  * Generates a fleet's history inside PostgreSQL (INSERT … SELECT over generate_series: no
  * rows cross the network), one UTC day at a time in parallel streams, then fills
  * `latest` and analyzes. 1,000 devices × 30 days × 5 min × 3 metrics ≈ 26M values.
@@ -109,19 +124,7 @@ export async function seed(database: Database, opts: SeedOptions, progress: (p: 
   );
 
   progress({ phase: 'latest', done: 0, total: 1, rows });
-  await db.query(
-    'seed.latest',
-    `insert into latest (device_id, metric, ts, value)
-     select r.device_id, u.metric, r.ts, u.value
-       from (select distinct on (r.device_id) r.device_id, r.ts, r.metric_set, r.vals
-               from readings r join devices d on d.id = r.device_id
-              where d.tenant_id = $1::bigint and r.ts >= timestamptz 'epoch' + $2::int8 * interval '1 microsecond'
-              order by r.device_id, r.ts desc) r
-       join metric_sets m on m.id = r.metric_set
-       cross join lateral unnest(m.names, r.vals) as u(metric, value)
-     ${LATEST_FORWARD}`,
-    [tenantId, Math.max(startUs, endUs - 86_400e6)],
-  );
+  await db.query('seed.latest', FILL_LATEST, [tenantId, Math.max(startUs, endUs - 86_400e6)]);
   progress({ phase: 'analyze', done: 0, total: 1, rows });
   await db.query('seed.analyze', 'analyze devices, metric_sets, latest, readings');
 
