@@ -203,9 +203,9 @@ export async function clearBenchWrites(url: string, endUs: number, say: (s: stri
     // the "before" tables exist once a run included it
     const { rows } = await c.query(`select to_regclass('baseline_readings') is not null as ok`);
     if (rows[0].ok) await c.query('delete from baseline_readings where ts > $1::timestamptz', [seedEnd]);
-    if (!r.rowCount) return;
-    await c.query('vacuum (analyze) readings');
-    say(`removed ${r.rowCount.toLocaleString('en')} readings and ${(l.rowCount ?? 0).toLocaleString('en')} latest values of earlier bench writes in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    if (!r.rowCount && !l.rowCount) return;
+    if (r.rowCount) await c.query('vacuum (analyze) readings');
+    say(`removed ${(r.rowCount ?? 0).toLocaleString('en')} readings and ${(l.rowCount ?? 0).toLocaleString('en')} latest values of earlier bench writes in ${((Date.now() - started) / 1000).toFixed(0)} s`);
   } finally {
     await c.end();
   }
