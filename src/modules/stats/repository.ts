@@ -1,4 +1,5 @@
 import type { Db } from '../../infra/db.ts';
+import { jsonNumber as num } from '../../lib/json.ts';
 import { formatUs } from '../../lib/time.ts';
 import { TS_IN } from '../readings/repository.ts';
 import { AGG_COLUMNS, aggOf, combine, EPOCH, RAW_PARTIAL } from '../rollups/sql.ts';
@@ -19,8 +20,6 @@ const BUCKETS_BIN = `string_agg(${["date_part('epoch', b.bucket)", 'b.count', 'b
 /** The float8s of each bucket in BUCKETS_BIN, in order. */
 export const BUCKET_FIELDS = ['epochSeconds', 'count', 'sum', 'min', 'max', 'first', 'last'] as const;
 export const BUCKET_BYTES = BUCKET_FIELDS.length * 8;
-
-const num = (x: number) => (Number.isFinite(x) ? `${x}` : 'null');
 
 /**
  * BUCKETS_BIN's bytes as the elements of the answer's `buckets` array (StatsBucket: ts,
