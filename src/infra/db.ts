@@ -138,7 +138,7 @@ export class Database {
       // their arguments. So a statement may ask for a generic plan (QueryOptions) where that
       // was measured as better for every argument: it then runs on the `generic` pool. (Not
       // the dashboard: its generic plan read every tenant's devices, see readings/repository.ts.)
-      // Text output that SQL renders into answers (report lines: CSV, NDJSON) must not depend on
+      // Text output that SQL renders into answers (stats buckets as JSON) must not depend on
       // the server's defaults: floats in their shortest exact form (a server set to 0 would
       // round them to 15 digits), timestamps in ISO form.
       options: '-c jit=off -c extra_float_digits=1 -c DateStyle=ISO,MDY',

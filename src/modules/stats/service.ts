@@ -29,8 +29,8 @@ function window(q: StatsQuery) {
   return { bucket, fromUs, toUs };
 }
 
-/** A stats answer's JSON: `head`'s fields, then `buckets` (as the SQL returns them: repo.renderBuckets). */
-const statsBody = (head: Record<string, string>, buckets: Buffer | null) => `${JSON.stringify(head).slice(0, -1)},"buckets":[${repo.renderBuckets(buckets)}]}`;
+/** A stats answer's JSON: `head`'s fields, then `buckets` (the array's elements, rendered by the SQL). */
+const statsBody = (head: Record<string, string>, buckets: string) => `${JSON.stringify(head).slice(0, -1)},"buckets":[${buckets}]}`;
 
 /**
  * Stats of one metric per bucket, for a device or a tenant's fleet: rollups for whole
