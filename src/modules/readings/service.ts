@@ -2,7 +2,6 @@ import type { RequestCache } from '../../infra/cache.ts';
 import type { Db } from '../../infra/db.ts';
 import { problem } from '../../http/errors.ts';
 import { decodeCursor, encodeCursor } from '../../lib/cursor.ts';
-import { jsonNumber as num } from '../../lib/json.ts';
 import { formatUs, nowUs, parseDurationUs } from '../../lib/time.ts';
 import * as repo from './repository.ts';
 import { timestampParam } from './timestamp.ts';
@@ -78,6 +77,9 @@ export async function dashboard(db: Db, cache: RequestCache, tenantId: number, q
   const rendered = await cache.prerendered('dashboard', key, (at) => readDashboard(db, tenantId, status, sinceUs, q.limit, at), [cache.shared.keys.dashboardTag(tenantId)]);
   return rendered!;
 }
+
+/** A number as JSON.stringify writes it (values are finite: ingest rejects others). */
+const num = (x: number) => (Number.isFinite(x) ? `${x}` : 'null');
 
 /**
  * The dashboard's JSON (Dashboard, in its schema's key order), written from the rows as
