@@ -13,7 +13,7 @@ import { createMetrics } from '../src/infra/metrics.ts';
 import { migrate } from '../src/infra/migrate.ts';
 import { startEmbeddedPostgres } from '../src/infra/embedded-postgres.ts';
 import { createKey } from '../src/modules/keys/service.ts';
-import { FILL_LATEST, seed } from '../src/tools/seed.ts';
+import { FILL_LATEST, fillLatestParams, seed } from '../src/tools/seed.ts';
 import { loadBaselineFromPulse } from './baseline/load.ts';
 import { BASELINE_APP } from './baseline/server.ts';
 import { runCopyCeiling } from './copy-ceiling.ts';
@@ -138,7 +138,7 @@ async function prepareDatabase(adminUrl: string, size: Size, withBaseline: boole
     } else {
       await sql(url, `insert into baseline_keys (key, tenant) values ($1, $2)`, [key, TENANT]);
     }
-    await clearBenchWrites(url, window.endUs, say);
+    await clearBenchWrites(url, window, say);
     return { url, key, sessionKey, startUs: window.startUs, endUs: window.endUs, devices: spec.devices };
   } finally {
     await database.close();
@@ -180,7 +180,8 @@ const WRITING_KINDS = new Set<ScenarioDef['kind']>(['ingest', 'ingest-batch', 'l
  * (`env.temperature`, …) are other names, and rows of them left behind doubled every later
  * dashboard's answer (600 latest values instead of 300, ~2x its time).
  */
-export async function clearBenchWrites(url: string, endUs: number, say: (s: string) => void) {
+export async function clearBenchWrites(url: string, window: { startUs: number; endUs: number }, say: (s: string) => void) {
+  const { startUs, endUs } = window;
   const started = Date.now();
   const c = await connect(url);
   try {
@@ -197,7 +198,7 @@ export async function clearBenchWrites(url: string, endUs: number, say: (s: stri
     );
     if (l.rowCount) {
       const { rows: tenant } = await c.query<{ id: string }>('select id from tenants where name = $1', [TENANT]);
-      await c.query(FILL_LATEST, [tenant[0]!.id, endUs - 86_400e6]);
+      await c.query(FILL_LATEST, fillLatestParams(tenant[0]!.id, startUs, endUs));
       await c.query('vacuum (analyze) latest');
     }
     // the "before" tables exist once a run included it
@@ -283,7 +284,7 @@ export async function runBench(opts: BenchOptions): Promise<{ results: BenchResu
     const results: ScenarioResult[] = [];
     for (const scenario of scenarios) {
       results.push(await runScenario(scenario, running, db, postmaster, opts, say));
-      if (WRITING_KINDS.has(scenario.kind)) await clearBenchWrites(db.url, db.endUs, say);
+      if (WRITING_KINDS.has(scenario.kind)) await clearBenchWrites(db.url, db, say);
       for (const peer of running.filter((s) => s.kind === 'peer')) await untilIdle(peer, say);
       say(`\n${renderScenarioTable(results[results.length - 1]!)}\n`);
     }

@@ -8,10 +8,11 @@ import { bearer, createTestApp, type TestApp } from './helpers/app.ts';
 describe('bench: clearing what earlier scenarios wrote', () => {
   let t: TestApp;
   let endUs: number;
+  let startUs: number;
   before(async () => {
     t = await createTestApp();
     endUs = Math.floor(Date.now() / 3_600_000) * 3_600e6 - 3_600e6;
-    await seed(t.database, { tenant: TENANT, devices: 4, days: 1, intervalS: 600, metrics: ['temperature', 'humidity'], endUs, rollups: false });
+    ({ startUs } = await seed(t.database, { tenant: TENANT, devices: 4, days: 1, intervalS: 600, metrics: ['temperature', 'humidity'], endUs, rollups: false }));
   });
   after(() => t.close());
 
@@ -34,7 +35,7 @@ describe('bench: clearing what earlier scenarios wrote', () => {
     assert.equal(lp.statusCode, 204, lp.body);
     assert.notDeepEqual(await latest(), seeded);
 
-    await clearBenchWrites(t.db.url, endUs, () => {});
+    await clearBenchWrites(t.db.url, { startUs, endUs }, () => {});
     assert.deepEqual(await latest(), seeded);
     const after = await t.db.pool.query(`select count(*)::int as n from readings where ts > $1::timestamptz`, [new Date(endUs / 1000)]);
     assert.equal(after.rows[0].n, 0);

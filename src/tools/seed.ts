@@ -39,8 +39,8 @@ const value = (metric: string) => `case ${metric}
 
 /**
  * `latest` of a tenant's devices ($1) from each device's newest reading at or after $2
- * (epoch µs); `latest` only moves forward. The seed fills it so; the bench restores it so
- * after its own writes (bench/run.ts).
+ * (epoch µs, fillLatestParams); `latest` only moves forward. The seed fills it so; the
+ * bench restores it so after its own writes (bench/run.ts).
  */
 export const FILL_LATEST = `insert into latest (device_id, metric, ts, value)
      select r.device_id, u.metric, r.ts, u.value
@@ -51,6 +51,8 @@ export const FILL_LATEST = `insert into latest (device_id, metric, ts, value)
        join metric_sets m on m.id = r.metric_set
        cross join lateral unnest(m.names, r.vals) as u(metric, value)
      ${LATEST_FORWARD}`;
+/** FILL_LATEST's parameters for data seeded over [startUs, endUs): its last day is searched. */
+export const fillLatestParams = (tenantId: number | string, startUs: number, endUs: number) => [tenantId, Math.max(startUs, endUs - 86_400e6)];
 
 /**
  * Generates a fleet's history inside PostgreSQL (INSERT … SELECT over generate_series: no
@@ -124,7 +126,7 @@ export async function seed(database: Database, opts: SeedOptions, progress: (p: 
   );
 
   progress({ phase: 'latest', done: 0, total: 1, rows });
-  await db.query('seed.latest', FILL_LATEST, [tenantId, Math.max(startUs, endUs - 86_400e6)]);
+  await db.query('seed.latest', FILL_LATEST, fillLatestParams(tenantId, startUs, endUs));
   progress({ phase: 'analyze', done: 0, total: 1, rows });
   await db.query('seed.analyze', 'analyze devices, metric_sets, latest, readings');
 
