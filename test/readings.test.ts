@@ -43,6 +43,15 @@ describe('readings', () => {
     assert.deepEqual(latest.json().metrics.t, { ts: '2026-11-20T12:00:00.000Z', value: 2 });
   });
 
+  it('keeps metrics named null or NULL as they were sent', async () => {
+    const res = await post([{ device: 'null-names', ts: '2026-11-20T10:00:00Z', metrics: { null: 1, NULL: 2, b: 3 } }]);
+    assert.equal(res.statusCode, 200, res.body);
+    const page = await t.app.inject({ url: '/v1/devices/null-names/readings', headers: bearer(key) });
+    assert.deepEqual(page.json().items[0].metrics, { NULL: 2, b: 3, null: 1 });
+    const latest = await t.app.inject({ url: '/v1/devices/null-names/latest', headers: bearer(key) });
+    assert.deepEqual(Object.keys(latest.json().metrics).sort(), ['NULL', 'b', 'null']);
+  });
+
   const stored = async (device: string) =>
     (
       await t.db.pool.query(

@@ -3,8 +3,8 @@ import * as repo from '../readings/repository.ts';
 
 const MAX_CACHED = 50_000;
 
-/** A PostgreSQL text[] literal of names (metric names need no quoting: [A-Za-z0-9_.:/-]). */
-export const namesLiteral = (names: readonly string[]) => `{${names.join(',')}}`;
+/** A text[] literal of sorted metric names, each quoted: a metric may be named `null` (names hold no `"` or `\`: METRIC_PATTERN). */
+export const namesLiteral = (names: readonly string[]) => (names.length ? `{"${names.join('","')}"}` : '{}');
 
 /**
  * The metric-set dictionary (sorted metric names → id). Entries never change once
