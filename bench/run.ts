@@ -206,7 +206,7 @@ export async function clearBenchWrites(url: string, window: { startUs: number; e
     if (rows[0].ok) await c.query('delete from baseline_readings where ts > $1::timestamptz', [seedEnd]);
     if (!r.rowCount && !l.rowCount) return;
     if (r.rowCount) await c.query('vacuum (analyze) readings');
-    say(`removed ${(r.rowCount ?? 0).toLocaleString('en')} readings and ${(l.rowCount ?? 0).toLocaleString('en')} latest values of earlier bench writes in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    say(`removed ${(r.rowCount ?? 0).toLocaleString('en')} readings and ${(l.rowCount ?? 0).toLocaleString('en')} devices' latest values of earlier bench writes in ${((Date.now() - started) / 1000).toFixed(0)} s`);
   } finally {
     await c.end();
   }

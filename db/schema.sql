@@ -78,9 +78,11 @@ fleet_rollup_dirty.tenant_id bigint not null
 fleet_rollup_dirty.hour timestamp with time zone not null
 fleet_rollup_dirty.version bigint not null default 1
 latest.device_id bigint not null
-latest.metric text not null
+latest.names text[] not null
+latest.tss bigint[] not null
+latest.vals double precision[] not null
 latest.ts timestamp with time zone not null
-latest.value double precision not null
+latest.ts_min timestamp with time zone not null
 metric_sets.id integer not null identity
 metric_sets.names text[] not null
 pulse_migrations.version integer not null
@@ -187,7 +189,7 @@ fleet_rollup_1m fleet_rollup_1m_pkey PRIMARY KEY (tenant_id, metric_id, bucket, 
 fleet_rollup_1m fleet_rollup_1m_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
 fleet_rollup_dirty fleet_rollup_dirty_pkey PRIMARY KEY (tenant_id, hour)
 latest latest_device_id_fkey FOREIGN KEY (device_id) REFERENCES devices(id) ON DELETE CASCADE
-latest latest_pkey PRIMARY KEY (device_id, metric)
+latest latest_pkey PRIMARY KEY (device_id)
 metric_sets metric_sets_names_check CHECK (((cardinality(names) >= 1) AND (cardinality(names) <= 256)))
 metric_sets metric_sets_names_key UNIQUE (names)
 metric_sets metric_sets_pkey PRIMARY KEY (id)
@@ -235,7 +237,7 @@ CREATE UNIQUE INDEX fleet_rollup_1d_pkey ON public.fleet_rollup_1d USING btree (
 CREATE UNIQUE INDEX fleet_rollup_1h_pkey ON public.fleet_rollup_1h USING btree (tenant_id, metric_id, bucket, status) INCLUDE (count, sum, min, max, first_ts, first_v, last_ts, last_v)
 CREATE UNIQUE INDEX fleet_rollup_1m_pkey ON public.fleet_rollup_1m USING btree (tenant_id, metric_id, bucket, status) INCLUDE (count, sum, min, max, first_ts, first_v, last_ts, last_v)
 CREATE UNIQUE INDEX fleet_rollup_dirty_pkey ON public.fleet_rollup_dirty USING btree (tenant_id, hour)
-CREATE UNIQUE INDEX latest_pkey ON public.latest USING btree (device_id, metric)
+CREATE UNIQUE INDEX latest_pkey ON public.latest USING btree (device_id)
 CREATE UNIQUE INDEX metric_sets_names_key ON public.metric_sets USING btree (names)
 CREATE UNIQUE INDEX metric_sets_pkey ON public.metric_sets USING btree (id)
 CREATE UNIQUE INDEX pulse_migrations_pkey ON public.pulse_migrations USING btree (version)
@@ -283,6 +285,46 @@ begin
     created := created + 1;
   end loop;
   return created;
+end;
+$function$
+
+CREATE OR REPLACE FUNCTION public.pulse_merge_latest(o_names text[], o_tss bigint[], o_vals double precision[], o_ts timestamp with time zone, n_names text[], n_tss bigint[], n_vals double precision[], n_ts timestamp with time zone, n_ts_min timestamp with time zone, OUT names text[], OUT tss bigint[], OUT vals double precision[], OUT ts timestamp with time zone, OUT ts_min timestamp with time zone)
+ RETURNS record
+ LANGUAGE plpgsql
+AS $function$
+declare
+  i int;
+  j int;
+  t bigint;
+  hi bigint;
+  lo bigint;
+  added boolean := false;
+begin
+  if o_names = n_names and o_ts <= n_ts_min then
+    names := n_names; tss := n_tss; vals := n_vals; ts := n_ts; ts_min := n_ts_min;
+    return;
+  end if;
+  names := o_names; tss := o_tss; vals := o_vals;
+  for i in 1 .. cardinality(n_names) loop
+    j := array_position(names, n_names[i]);
+    if j is null then
+      names := names || n_names[i]; tss := tss || n_tss[i]; vals := vals || n_vals[i];
+      added := true;
+    elsif n_tss[i] >= tss[j] then
+      tss[j] := n_tss[i]; vals[j] := n_vals[i];
+    end if;
+  end loop;
+  if added then
+    select array_agg(u.n order by u.n collate "C"), array_agg(u.t order by u.n collate "C"), array_agg(u.v order by u.n collate "C")
+      into names, tss, vals
+      from unnest(names, tss, vals) as u(n, t, v);
+  end if;
+  foreach t in array tss loop
+    if hi is null or t > hi then hi := t; end if;
+    if lo is null or t < lo then lo := t; end if;
+  end loop;
+  ts := timestamptz 'epoch' + hi * interval '1 microsecond';
+  ts_min := timestamptz 'epoch' + lo * interval '1 microsecond';
 end;
 $function$
 
@@ -335,3 +377,11 @@ begin
 end;
 $function$
 
+
+-- views
+latest_values as SELECT l.device_id,
+    u.metric,
+    ('1970-01-01 00:00:00+00'::timestamp with time zone + ((u.t)::double precision * '00:00:00.000001'::interval)) AS ts,
+    u.value
+   FROM (latest l
+     CROSS JOIN LATERAL UNNEST(l.names, l.tss, l.vals) u(metric, t, value));

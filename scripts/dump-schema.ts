@@ -2,7 +2,7 @@ import pg from 'pg';
 
 /**
  * A canonical, diffable description of the schema (tables and their storage options,
- * columns, constraints, indexes, functions) from the catalogs: no pg_dump, whose version
+ * columns, constraints, indexes, functions, views) from the catalogs: no pg_dump, whose version
  * must match the server's. Daily partitions (readings_YYYYMMDD) are runtime data, not schema.
  */
 export async function describeSchema(url: string): Promise<string> {
@@ -33,6 +33,9 @@ export async function describeSchema(url: string): Promise<string> {
       ['functions', await q(`select pg_get_functiondef(p.oid) as line
         from pg_proc p join pg_namespace n on n.oid = p.pronamespace
         where n.nspname = 'public' order by p.proname`)],
+      ['views', await q(`select format('%s as%s', c.relname, pg_get_viewdef(c.oid)) as line
+        from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where n.nspname = 'public' and c.relkind = 'v' order by 1`)],
     ] as const;
     return sections.map(([name, lines]) => `-- ${name}\n${lines.join('\n')}\n`).join('\n');
   } finally {

@@ -172,7 +172,7 @@ describe('auth', () => {
              left join readings r on r.device_id = d.id
              left join metric_sets m on m.id = r.metric_set
              left join lateral unnest(m.names, r.vals) as v(metric, value) on true
-             left join latest l on l.device_id = d.id and l.metric = v.metric
+             left join latest_values l on l.device_id = d.id and l.metric = v.metric
             where tn.name = 'tenant-a'
             order by 1, 4, 5`,
         )

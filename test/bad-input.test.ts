@@ -13,7 +13,7 @@ async function counts(pool: pg.Pool): Promise<Counts> {
     `select (select count(*) from devices)::int as devices, (select count(*) from metric_sets)::int as metric_sets,
             (select count(*) from readings)::int as readings,
             (select coalesce(sum(cardinality(vals)), 0) from readings)::int as "values",
-            (select count(*) from latest)::int as latest`,
+            (select count(*) from latest_values)::int as latest`,
   );
   return rows[0] as Counts;
 }

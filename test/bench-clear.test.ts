@@ -19,7 +19,7 @@ describe('bench: clearing what earlier scenarios wrote', () => {
   const latest = async () =>
     (
       await t.db.pool.query<{ device: string; metric: string; ts: Date; value: number }>(
-        `select d.external_id as device, l.metric, l.ts, l.value from latest l join devices d on d.id = l.device_id order by 1, 2`,
+        `select d.external_id as device, l.metric, l.ts, l.value from latest_values l join devices d on d.id = l.device_id order by 1, 2`,
       )
     ).rows;
 

@@ -183,7 +183,7 @@ describe('devices', () => {
         await count('select coalesce(sum(cardinality(vals)), 0) as n from readings where device_id = $1::bigint', [deviceId]),
         3,
       );
-      assert.equal(await count('select count(*) as n from latest where device_id = $1::bigint', [deviceId]), 2);
+      assert.equal(await count('select count(*) as n from latest_values where device_id = $1::bigint', [deviceId]), 2);
       const metricSets = await count('select count(*) as n from metric_sets', []);
 
       const res = await req('DELETE', '/v1/devices/del-1');
@@ -195,11 +195,11 @@ describe('devices', () => {
 
       assert.equal(await count('select count(*) as n from devices where id = $1::bigint', [deviceId]), 0);
       assert.equal(await count('select count(*) as n from readings where device_id = $1::bigint', [deviceId]), 0);
-      assert.equal(await count('select count(*) as n from latest where device_id = $1::bigint', [deviceId]), 0);
+      assert.equal(await count('select count(*) as n from latest_values where device_id = $1::bigint', [deviceId]), 0);
       // metric sets are a shared dictionary: never deleted with a device
       assert.equal(await count('select count(*) as n from metric_sets', []), metricSets);
       assert.equal(await count('select count(*) as n from readings where device_id = $1::bigint', [keepId]), 1);
-      assert.equal(await count('select count(*) as n from latest where device_id = $1::bigint', [keepId]), 1);
+      assert.equal(await count('select count(*) as n from latest_values where device_id = $1::bigint', [keepId]), 1);
 
       const kept = await req('GET', '/v1/devices/keep-1/latest');
       assert.equal(kept.statusCode, 200);

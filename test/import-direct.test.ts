@@ -48,7 +48,7 @@ describe('streaming import: COPY into readings, merge on collision', () => {
   }
   async function latestOf(device: string) {
     const { rows } = await t.db.pool.query(
-      `select l.metric, l.value, (extract(epoch from l.ts) * 1000)::float8 as ts from latest l join devices d on d.id = l.device_id
+      `select l.metric, l.value, (extract(epoch from l.ts) * 1000)::float8 as ts from latest_values l join devices d on d.id = l.device_id
         where d.external_id = $1 order by l.metric`,
       [device],
     );
@@ -191,7 +191,7 @@ describe('streaming import: COPY into readings, merge on collision', () => {
     assert.deepEqual(res.json().devices, ['ghost-1', 'ghost-2']);
     const tenant = `(select id from tenants where name = 'strict-import')`;
     assert.equal(await count(`select count(*) as n from readings r join devices d on d.id = r.device_id where d.tenant_id = ${tenant}`), 0);
-    assert.equal(await count(`select count(*) as n from latest l join devices d on d.id = l.device_id where d.tenant_id = ${tenant}`), 0);
+    assert.equal(await count(`select count(*) as n from latest_values l join devices d on d.id = l.device_id where d.tenant_id = ${tenant}`), 0);
     assert.equal(await count(`select count(*) as n from devices where tenant_id = ${tenant}`), 1);
   });
 

@@ -94,7 +94,7 @@ describe('streaming import (real server process)', () => {
     assert.ok(bodyBytes > HEAP_MIB * 2 ** 20, `the body (${bodyBytes} bytes) must exceed the server's heap limit`);
     assert.equal(server.child.exitCode, null, 'the server is still running');
     const latest = await db.pool.query(
-      `select l.metric, l.value from latest l join devices d on d.id = l.device_id where d.external_id = '${DEVICE_PREFIX}99' order by 1`,
+      `select l.metric, l.value from latest_values l join devices d on d.id = l.device_id where d.external_id = '${DEVICE_PREFIX}99' order by 1`,
     );
     assert.deepEqual(latest.rows, [
       { metric: 'humidity', value: 99 },

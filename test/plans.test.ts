@@ -120,7 +120,7 @@ describe('query plans', () => {
       const q = await explain((db) =>
         repo.writeReadings(db, {
           deviceIds: ids, tsUs: ts, sets: ids.map(() => sets[0]!.id), vals: ids.map(() => '{1}'),
-          latestDevices: ids, latestMetrics: ids.map(() => 'temperature'), latestTsUs: ts, latestValues: ids.map(() => 1),
+          latest: repo.latestParams(ids.map((id, i) => [id, new Map([['temperature', { t: ts[i]!, v: 1 }]])])),
         }),
       );
       const sessionScans = [...walkPlan(q.plan)].filter((n) => n['Relation Name'] === 'sessions' && n['Node Type'] !== 'ModifyTable');

@@ -16,7 +16,7 @@ interface Sample {
 async function sample(database: Database): Promise<Sample | null> {
   const rows = await database.api.query<{ tenant_id: number; external_id: string; metric: string; ts_us: number }>(
     'explain.sample',
-    `select d.tenant_id, d.external_id, l.metric, ${repo.TS_OUT('l.ts')} as ts_us
+    `select d.tenant_id, d.external_id, l.names[1] as metric, ${repo.TS_OUT('l.ts')} as ts_us
        from latest l join devices d on d.id = l.device_id order by l.ts desc limit 1`,
   );
   const r = rows[0];

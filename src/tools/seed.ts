@@ -42,14 +42,14 @@ const value = (metric: string) => `case ${metric}
  * (epoch µs, fillLatestParams); `latest` only moves forward. The seed fills it so; the
  * bench restores it so after its own writes (bench/run.ts).
  */
-export const FILL_LATEST = `insert into latest (device_id, metric, ts, value)
-     select r.device_id, u.metric, r.ts, u.value
+export const FILL_LATEST = `insert into latest as l (device_id, names, tss, vals, ts, ts_min)
+     select r.device_id, m.names, array_fill((extract(epoch from r.ts) * 1000000)::int8, array[cardinality(m.names)]), r.vals, r.ts, r.ts
        from (select distinct on (r.device_id) r.device_id, r.ts, r.metric_set, r.vals
                from readings r join devices d on d.id = r.device_id
               where d.tenant_id = $1::bigint and r.ts >= timestamptz 'epoch' + $2::int8 * interval '1 microsecond'
               order by r.device_id, r.ts desc) r
        join metric_sets m on m.id = r.metric_set
-       cross join lateral unnest(m.names, r.vals) as u(metric, value)
+      order by r.device_id
      ${LATEST_FORWARD}`;
 /** FILL_LATEST's parameters for data seeded over [startUs, endUs): its last day is searched. */
 export const fillLatestParams = (tenantId: number | string, startUs: number, endUs: number) => [tenantId, Math.max(startUs, endUs - 86_400e6)];

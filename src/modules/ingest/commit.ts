@@ -2,6 +2,7 @@ import type { Db } from '../../infra/db.ts';
 import { problem, type Problem } from '../../http/errors.ts';
 import { toDevice } from '../devices/view.ts';
 import * as repo from '../readings/repository.ts';
+import { latestParams, type NewestValues } from '../readings/repository.ts';
 import type { ReadingInput } from '../readings/types.ts';
 import { emitEvents } from '../webhooks/service.ts';
 import { namesLiteral, type MetricSets } from './metric-sets.ts';
@@ -116,7 +117,7 @@ function plan(requests: WriteRequest[]): Plan {
 function shape(requests: WriteRequest[], deviceIds: Map<string, number>) {
   // merge per (device, ts) across the batch, in arrival order; newest per (device, metric)
   const rows = new Map<string, { d: number; t: number; metrics: Map<string, number> }>();
-  const newest = new Map<string, { d: number; m: string; t: number; v: number }>();
+  const newest = new Map<number, NewestValues>();
   const outcome: (CommitResult | Problem)[] = requests.map((req) => {
     const unknown = [...new Set(req.readings.map((r) => r.device))].filter((d) => !deviceIds.has(deviceKey(req.tenantId, d)));
     if (unknown.length) return unknownDevices(unknown);
@@ -125,6 +126,8 @@ function shape(requests: WriteRequest[], deviceIds: Map<string, number>) {
     for (const r of req.readings) {
       const d = deviceIds.get(deviceKey(req.tenantId, r.device))!;
       touched.add(d);
+      let deviceNewest = newest.get(d);
+      if (!deviceNewest) newest.set(d, (deviceNewest = new Map()));
       const rk = `${d}:${r.ts}`;
       let row = rows.get(rk);
       if (!row) rows.set(rk, (row = { d, t: r.ts, metrics: new Map() }));
@@ -132,9 +135,8 @@ function shape(requests: WriteRequest[], deviceIds: Map<string, number>) {
         const v = r.metrics[m]!;
         row.metrics.set(m, v);
         own.add(`${rk}:${m}`);
-        const nk = `${d}\u0000${m}`;
-        const n = newest.get(nk);
-        if (!n || n.t <= r.ts) newest.set(nk, { d, m, t: r.ts, v });
+        const n = deviceNewest.get(m);
+        if (!n || n.t <= r.ts) deviceNewest.set(m, { t: r.ts, v });
       }
     }
     return { readings: req.readings.length, values: own.size, devices: touched.size };
@@ -144,8 +146,7 @@ function shape(requests: WriteRequest[], deviceIds: Map<string, number>) {
     return { d: row.d, t: row.t, set: namesLiteral(names), vals: `{${names.map((n) => row.metrics.get(n)).join(',')}}` };
   });
   shaped.sort((a, b) => a.d - b.d || a.t - b.t);
-  const latest = [...newest.values()].sort((a, b) => a.d - b.d || (a.m < b.m ? -1 : a.m > b.m ? 1 : 0));
-  return { outcome, shaped, latest };
+  return { outcome, shaped, latest: latestParams(newest) };
 }
 
 async function write(db: Db, shaped: ReturnType<typeof shape>['shaped'], latest: ReturnType<typeof shape>['latest'], setIds: Map<string, number>) {
@@ -154,10 +155,7 @@ async function write(db: Db, shaped: ReturnType<typeof shape>['shaped'], latest:
     tsUs: shaped.map((r) => r.t),
     sets: shaped.map((r) => setIds.get(r.set)!),
     vals: shaped.map((r) => r.vals),
-    latestDevices: latest.map((l) => l.d),
-    latestMetrics: latest.map((l) => l.m),
-    latestTsUs: latest.map((l) => l.t),
-    latestValues: latest.map((l) => l.v),
+    latest,
   });
 }
 

@@ -3,7 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import copyStreams from 'pg-copy-streams';
 import type { Database, Db } from '../../infra/db.ts';
-import { LATEST_FORWARD, MARK_DIRTY, MERGE_READING, TS_IN, TS_OUT } from '../readings/repository.ts';
+import { MARK_DIRTY, MERGE_READING, TS_IN, TS_OUT, UPSERT_LATEST, type LatestParams } from '../readings/repository.ts';
 
 /**
  * The statements of a streaming import, all on the import's own transaction. Rows are
@@ -211,13 +211,7 @@ export async function markLateHours(tx: Db, deviceIds: number[], hoursUs: number
   );
 }
 
-/** The newest value per (device, metric), sorted as the batcher sorts them; `latest` only moves forward. */
-export async function upsertLatest(tx: Db, deviceIds: number[], metrics: string[], tsUs: number[], values: number[]) {
-  await tx.query(
-    'import.upsert_latest',
-    `insert into latest (device_id, metric, ts, value)
-     select d, m, ${TS_IN('t')}, v from unnest($1::int8[], $2::text[], $3::int8[], $4::float8[]) as u(d, m, t, v)
-     ${LATEST_FORWARD}`,
-    [deviceIds, metrics, tsUs, values],
-  );
+/** The newest value per metric of each device (LatestParams); `latest` only moves forward. */
+export async function upsertLatest(tx: Db, p: LatestParams) {
+  await tx.query('import.upsert_latest', UPSERT_LATEST(1), [p.devices, p.names, p.tss, p.vals, p.newestUs, p.oldestUs]);
 }

@@ -3,6 +3,7 @@ import { STATS_LATE_US } from '../../infra/cache.ts';
 import { rollbackAndRelease, type Database, type Db } from '../../infra/db.ts';
 import { problem } from '../../http/errors.ts';
 import type { KeyIdentity } from '../keys/repository.ts';
+import { latestParams, type NewestValues } from '../readings/repository.ts';
 import type { ReadingInput } from '../readings/types.ts';
 import { checkReading } from '../readings/validate.ts';
 import { markLateSessionsInWindows } from '../sessions/late.ts';
@@ -54,7 +55,7 @@ interface DeviceState {
   lo: number;
   hi: number;
   last: number;
-  newest: Map<string, { t: number; v: number }>;
+  newest: NewestValues;
 }
 
 /**
@@ -164,20 +165,8 @@ export async function writeDirect(
 }
 
 async function upsertLatest(tx: Db, devices: DeviceState[]) {
-  const d: number[] = [];
-  const m: string[] = [];
-  const t: number[] = [];
-  const v: number[] = [];
-  for (const dev of devices) {
-    for (const name of [...dev.newest.keys()].sort()) {
-      const n = dev.newest.get(name)!;
-      d.push(dev.id);
-      m.push(name);
-      t.push(n.t);
-      v.push(n.v);
-    }
-  }
-  if (d.length) await repo.upsertLatest(tx, d, m, t, v);
+  const params = latestParams(devices.map((d): [number, NewestValues] => [d.id, d.newest]));
+  if (params.devices.length) await repo.upsertLatest(tx, params);
 }
 
 /**

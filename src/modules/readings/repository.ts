@@ -11,13 +11,71 @@ export const TS_OUT = (col: string) => `(extract(epoch from ${col}) * 1000000)::
 /*
  * The conflict rules every writer of these tables follows (batcher flush, import, seed):
  * a stored reading is merged (the new metrics overwrite, the others stay; the table
- * aliased `r`), `latest` only moves forward, and a late-data mark gets a new version
- * (a rollup refresh in flight then recomputes its hour again).
+ * aliased `r`), `latest` only moves forward per metric (the table aliased `l`), and a
+ * late-data mark gets a new version (a rollup refresh in flight then recomputes its hour again).
  */
 export const MERGE_READING = `on conflict (device_id, ts) do update
        set (metric_set, vals) = (select * from pulse_merge_reading(r.metric_set, r.vals, excluded.metric_set, excluded.vals))`;
-export const LATEST_FORWARD = `on conflict (device_id, metric) do update set ts = excluded.ts, value = excluded.value
-       where latest.ts <= excluded.ts`;
+export const LATEST_FORWARD = `on conflict (device_id) do update
+       set (names, tss, vals, ts, ts_min) = (select * from pulse_merge_latest(l.names, l.tss, l.vals, l.ts,
+                                              excluded.names, excluded.tss, excluded.vals, excluded.ts, excluded.ts_min))
+       -- the same names, every stored value newer than every new one: nothing to change
+       where not (l.names = excluded.names and l.ts_min > excluded.ts)`;
+
+/**
+ * `latest` rows (one per device: LatestParams, at parameters $first…$first+5) upserted,
+ * each moving forward per metric.
+ */
+export const UPSERT_LATEST = (first: number) => {
+  const p = (i: number) => `$${first + i}`;
+  return `insert into latest as l (device_id, names, tss, vals, ts, ts_min)
+       select d, n::text[], t::int8[], v::float8[], ${TS_IN('hi')}, ${TS_IN('lo')}
+         from unnest(${p(0)}::int8[], ${p(1)}::text[], ${p(2)}::text[], ${p(3)}::text[], ${p(4)}::int8[], ${p(5)}::int8[]) as u(d, n, t, v, hi, lo)
+       ${LATEST_FORWARD}`;
+};
+
+/** `latest`'s rows as statement parameters: per device (sorted), array literals of its names, times (µs) and values. */
+export interface LatestParams {
+  devices: number[];
+  names: string[];
+  tss: string[];
+  vals: string[];
+  newestUs: number[];
+  oldestUs: number[];
+}
+
+/** A device's newest value per metric, as the writers collect them. */
+export type NewestValues = Map<string, { t: number; v: number }>;
+
+/**
+ * LatestParams of devices given as (id, newest values per metric). Names in byte order, as
+ * metric sets sort them, each quoted (a metric may be named `null`; names hold no `"` or `\`).
+ */
+export function latestParams(devices: Iterable<[number, NewestValues]>): LatestParams {
+  const out: LatestParams = { devices: [], names: [], tss: [], vals: [], newestUs: [], oldestUs: [] };
+  for (const [id, newest] of [...devices].sort((a, b) => a[0] - b[0])) {
+    if (!newest.size) continue;
+    const names = [...newest.keys()].sort();
+    let hi = -Infinity;
+    let lo = Infinity;
+    let tss = '';
+    let vals = '';
+    for (const name of names) {
+      const { t, v } = newest.get(name)!;
+      if (t > hi) hi = t;
+      if (t < lo) lo = t;
+      tss += `${tss ? ',' : ''}${t}`;
+      vals += `${vals ? ',' : ''}${v}`;
+    }
+    out.devices.push(id);
+    out.names.push(`{"${names.join('","')}"}`);
+    out.tss.push(`{${tss}}`);
+    out.vals.push(`{${vals}}`);
+    out.newestUs.push(hi);
+    out.oldestUs.push(lo);
+  }
+  return out;
+}
 export const MARK_DIRTY = 'on conflict (device_id, hour) do update set version = rollup_dirty.version + 1';
 
 /** Devices by (tenant, external id) pairs: one statement for a batch of many tenants. */
@@ -72,11 +130,8 @@ export interface WriteRows {
   tsUs: number[];
   sets: number[];
   vals: string[];
-  /** Latest: one per (device, metric), the newest of the batch, sorted. */
-  latestDevices: number[];
-  latestMetrics: string[];
-  latestTsUs: number[];
-  latestValues: number[];
+  /** Latest: one row per device, the newest of the batch per metric. */
+  latest: LatestParams;
 }
 
 /**
@@ -96,10 +151,8 @@ export async function writeReadings(db: Db, w: WriteRows) {
        insert into readings as r (device_id, ts, metric_set, vals)
        select d, ${TS_IN('t')}, m, v::float8[] from unnest($1::int8[], $2::int8[], $3::int4[], $4::text[]) as u(d, t, m, v)
        ${MERGE_READING}
-     ), l as (
-       insert into latest (device_id, metric, ts, value)
-       select d, m, ${TS_IN('t')}, v from unnest($5::int8[], $6::text[], $7::int8[], $8::float8[]) as u(d, m, t, v)
-       ${LATEST_FORWARD}
+     ), newest as (
+       ${UPSERT_LATEST(5)}
      ), late as (
        -- hours below the rollup watermark's target: recomputed by the next refresh
        insert into rollup_dirty (device_id, hour)
@@ -111,7 +164,7 @@ export async function writeReadings(db: Db, w: WriteRows) {
      ), ${LATE_SESSIONS_CTES(`select d as device_id, min(${TS_IN('t')}) as lo, max(${TS_IN('t')}) as hi
                                  from unnest($1::int8[], $2::int8[]) as u(d, t) group by d`)}
      select (select n from late_jobs)`,
-    [w.deviceIds, w.tsUs, w.sets, w.vals, w.latestDevices, w.latestMetrics, w.latestTsUs, w.latestValues],
+    [w.deviceIds, w.tsUs, w.sets, w.vals, w.latest.devices, w.latest.names, w.latest.tss, w.latest.vals, w.latest.newestUs, w.latest.oldestUs],
   );
 }
 
@@ -128,11 +181,12 @@ export interface LatestRow {
 export async function latestOfDevice(db: Db, tenantId: number, externalId: string) {
   return db.query<LatestRow>(
     'readings.latest_of_device',
-    `select d.id as device_id, l.metric, ${TS_OUT('l.ts')} as ts_us, l.value
+    `select d.id as device_id, u.metric, u.ts_us, u.value
        from devices d
        left join latest l on l.device_id = d.id
-      where d.tenant_id = $1::bigint and d.external_id = $2::text
-      order by l.metric`,
+       -- in the row's order: names sorted in byte order
+       left join lateral unnest(l.names, l.tss, l.vals) as u(metric, ts_us, value) on true
+      where d.tenant_id = $1::bigint and d.external_id = $2::text`,
     [tenantId, externalId],
   );
 }
@@ -196,22 +250,21 @@ export async function dashboard(db: Db, tenantId: number, status: string | null,
   return db.query<DashboardRow>(
     'readings.dashboard',
     `with top as (
-       -- per device, the newest of its few latest rows (a probe of latest_pkey), then the
-       -- top N: no sort and grouping of every latest row of the tenant (6.1 → 4.0 ms over
-       -- 900 active devices in the benchmark)
-       select d.id as device_id, m.ts
+       -- the tenant's devices joined with their one latest row each, the top N by its newest
+       -- time (no aggregate per device, as one row per metric needed: 2.8 → … ms, 900 active
+       -- devices in the benchmark)
+       select d.id, d.external_id, l.ts, l.names, l.tss, l.vals
          from devices d
-         cross join lateral (select max(l.ts) as ts from latest l where l.device_id = d.id) m
+         join latest l on l.device_id = d.id
         where d.tenant_id = $1::bigint and ($2::text is null or d.status = $2::text)
-          and m.ts >= ${TS_IN('$3::int8')}
-        order by m.ts desc, d.id
+          and l.ts >= ${TS_IN('$3::int8')}
+        order by l.ts desc, d.id
         limit $4::int
      )
-     select d.external_id as device, ${TS_OUT('top.ts')} as device_ts_us, l.metric, ${TS_OUT('l.ts')} as ts_us, l.value
+     select top.external_id as device, ${TS_OUT('top.ts')} as device_ts_us, u.metric, u.ts_us, u.value
        from top
-       join devices d on d.id = top.device_id
-       join latest l on l.device_id = top.device_id
-      order by top.ts desc, top.device_id, l.metric`,
+       cross join lateral unnest(top.names, top.tss, top.vals) with ordinality as u(metric, ts_us, value, i)
+      order by top.ts desc, top.id, u.i`,
     [tenantId, status, sinceUs, limit],
     // custom plans (each folds `$2 is null or` away), though planning costs ~0.4–1.4 ms: a
     // generic plan is fitted to an average tenant, and once another tenant had 150,000
