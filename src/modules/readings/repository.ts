@@ -184,9 +184,9 @@ export async function latestOfDevice(db: Db, tenantId: number, externalId: strin
     `select d.id as device_id, u.metric, u.ts_us, u.value
        from devices d
        left join latest l on l.device_id = d.id
-       -- in the row's order: names sorted in byte order
-       left join lateral unnest(l.names, l.tss, l.vals) as u(metric, ts_us, value) on true
-      where d.tenant_id = $1::bigint and d.external_id = $2::text`,
+       left join lateral unnest(l.names, l.tss, l.vals) with ordinality as u(metric, ts_us, value, i) on true
+      where d.tenant_id = $1::bigint and d.external_id = $2::text
+      order by u.i -- the row's order: names in byte order`,
     [tenantId, externalId],
   );
 }
@@ -251,8 +251,8 @@ export async function dashboard(db: Db, tenantId: number, status: string | null,
     'readings.dashboard',
     `with top as (
        -- the tenant's devices joined with their one latest row each, the top N by its newest
-       -- time (no aggregate per device, as one row per metric needed: 2.8 → … ms, 900 active
-       -- devices in the benchmark)
+       -- time: no aggregate per device, as a row per metric needed (~4 → ~2.5 ms from Node,
+       -- 100 of 900 active devices in the benchmark: decision 0008)
        select d.id, d.external_id, l.ts, l.names, l.tss, l.vals
          from devices d
          join latest l on l.device_id = d.id
