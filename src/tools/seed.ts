@@ -2,8 +2,8 @@ import type { Database } from '../infra/db.ts';
 import { ensurePartitionsBetween } from '../infra/partitions.ts';
 import { METRIC_PATTERN } from '../http/schemas.ts';
 import { upsertTenant } from '../modules/keys/repository.ts';
-import { MetricSets, namesLiteral } from '../modules/ingest/metric-sets.ts';
-import { LATEST_FORWARD, MARK_DIRTY } from '../modules/readings/repository.ts';
+import { MetricSets } from '../modules/ingest/metric-sets.ts';
+import { LATEST_FORWARD, MARK_DIRTY, namesLiteral, TS_IN, TS_OUT } from '../modules/readings/repository.ts';
 import { refreshRollups } from '../modules/rollups/refresh.ts';
 
 export interface SeedOptions {
@@ -43,10 +43,10 @@ const value = (metric: string) => `case ${metric}
  * bench restores it so after its own writes (bench/run.ts).
  */
 export const FILL_LATEST = `insert into latest as l (device_id, names, tss, vals, ts, ts_min)
-     select r.device_id, m.names, array_fill((extract(epoch from r.ts) * 1000000)::int8, array[cardinality(m.names)]), r.vals, r.ts, r.ts
+     select r.device_id, m.names, array_fill(${TS_OUT('r.ts')}, array[cardinality(m.names)]), r.vals, r.ts, r.ts
        from (select distinct on (r.device_id) r.device_id, r.ts, r.metric_set, r.vals
                from readings r join devices d on d.id = r.device_id
-              where d.tenant_id = $1::bigint and r.ts >= timestamptz 'epoch' + $2::int8 * interval '1 microsecond'
+              where d.tenant_id = $1::bigint and r.ts >= ${TS_IN('$2::int8')}
               order by r.device_id, r.ts desc) r
        join metric_sets m on m.id = r.metric_set
       order by r.device_id

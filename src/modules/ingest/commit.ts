@@ -2,10 +2,9 @@ import type { Db } from '../../infra/db.ts';
 import { problem, type Problem } from '../../http/errors.ts';
 import { toDevice } from '../devices/view.ts';
 import * as repo from '../readings/repository.ts';
-import { latestParams, type NewestValues } from '../readings/repository.ts';
 import type { ReadingInput } from '../readings/types.ts';
 import { emitEvents } from '../webhooks/service.ts';
-import { namesLiteral, type MetricSets } from './metric-sets.ts';
+import type { MetricSets } from './metric-sets.ts';
 
 export interface CommitResult {
   readings: number;
@@ -117,7 +116,7 @@ function plan(requests: WriteRequest[]): Plan {
 function shape(requests: WriteRequest[], deviceIds: Map<string, number>) {
   // merge per (device, ts) across the batch, in arrival order; newest per (device, metric)
   const rows = new Map<string, { d: number; t: number; metrics: Map<string, number> }>();
-  const newest = new Map<number, NewestValues>();
+  const newest = new Map<number, repo.NewestValues>();
   const outcome: (CommitResult | Problem)[] = requests.map((req) => {
     const unknown = [...new Set(req.readings.map((r) => r.device))].filter((d) => !deviceIds.has(deviceKey(req.tenantId, d)));
     if (unknown.length) return unknownDevices(unknown);
@@ -143,10 +142,10 @@ function shape(requests: WriteRequest[], deviceIds: Map<string, number>) {
   });
   const shaped = [...rows.values()].map((row) => {
     const names = [...row.metrics.keys()].sort();
-    return { d: row.d, t: row.t, set: namesLiteral(names), vals: `{${names.map((n) => row.metrics.get(n)).join(',')}}` };
+    return { d: row.d, t: row.t, set: repo.namesLiteral(names), vals: `{${names.map((n) => row.metrics.get(n)).join(',')}}` };
   });
   shaped.sort((a, b) => a.d - b.d || a.t - b.t);
-  return { outcome, shaped, latest: latestParams(newest) };
+  return { outcome, shaped, latest: repo.latestParams(newest) };
 }
 
 async function write(db: Db, shaped: ReturnType<typeof shape>['shaped'], latest: ReturnType<typeof shape>['latest'], setIds: Map<string, number>) {

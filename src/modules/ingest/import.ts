@@ -3,7 +3,7 @@ import { STATS_LATE_US } from '../../infra/cache.ts';
 import { rollbackAndRelease, type Database, type Db } from '../../infra/db.ts';
 import { problem } from '../../http/errors.ts';
 import type { KeyIdentity } from '../keys/repository.ts';
-import { latestParams, type NewestValues } from '../readings/repository.ts';
+import { latestParams, namesLiteral, type NewestValues } from '../readings/repository.ts';
 import type { ReadingInput } from '../readings/types.ts';
 import { checkReading } from '../readings/validate.ts';
 import { markLateSessionsInWindows } from '../sessions/late.ts';
@@ -11,7 +11,7 @@ import { deviceKey, resolveDevices, unknownDevices, type IngestCaches } from './
 import * as repo from './import-repository.ts';
 import { ChunkWriter, newChunk, type Chunk } from './chunk-writer.ts';
 import { ImportParseError } from './import-error.ts';
-import { MetricSets, namesLiteral } from './metric-sets.ts';
+import { MetricSets } from './metric-sets.ts';
 import { parseCsv } from './csv.ts';
 import { parseNdjson } from './ndjson.ts';
 

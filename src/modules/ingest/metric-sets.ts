@@ -3,8 +3,6 @@ import * as repo from '../readings/repository.ts';
 
 const MAX_CACHED = 50_000;
 
-/** A text[] literal of sorted metric names, each quoted: a metric may be named `null` (names hold no `"` or `\`: METRIC_PATTERN). */
-export const namesLiteral = (names: readonly string[]) => (names.length ? `{"${names.join('","')}"}` : '{}');
 
 /**
  * The metric-set dictionary (sorted metric names → id). Entries never change once
@@ -25,7 +23,7 @@ export class MetricSets {
     }
     if (!missing.length) return out;
     const put = (rows: { id: number; names: string[] }[]) => {
-      for (const r of rows) out.set(namesLiteral(r.names), r.id);
+      for (const r of rows) out.set(repo.namesLiteral(r.names), r.id);
     };
     put(await repo.findMetricSets(tx, missing));
     let left = missing.filter((l) => !out.has(l));

@@ -34,6 +34,15 @@ export const UPSERT_LATEST = (first: number) => {
        ${LATEST_FORWARD}`;
 };
 
+/**
+ * A text[] literal of sorted metric names, the form metric sets are looked up by. Names hold
+ * no `"`, `\`, comma or space (METRIC_PATTERN); only `null` in any case must be quoted, or
+ * PostgreSQL reads it as a NULL element. The others stay bare, so array parameters of these
+ * literals need no escaping (src/infra/pg-array.ts).
+ */
+export const namesLiteral = (names: readonly string[]) => `{${names.map((n) => (NULL_WORD.test(n) ? `"${n}"` : n)).join(',')}}`;
+const NULL_WORD = /^null$/i;
+
 /** `latest`'s rows as statement parameters: per device (sorted), array literals of its names, times (µs) and values. */
 export interface LatestParams {
   devices: number[];
@@ -47,10 +56,7 @@ export interface LatestParams {
 /** A device's newest value per metric, as the writers collect them. */
 export type NewestValues = Map<string, { t: number; v: number }>;
 
-/**
- * LatestParams of devices given as (id, newest values per metric). Names in byte order, as
- * metric sets sort them, each quoted (a metric may be named `null`; names hold no `"` or `\`).
- */
+/** LatestParams of devices given as (id, newest values per metric); names in byte order, as metric sets sort them. */
 export function latestParams(devices: Iterable<[number, NewestValues]>): LatestParams {
   const out: LatestParams = { devices: [], names: [], tss: [], vals: [], newestUs: [], oldestUs: [] };
   for (const [id, newest] of [...devices].sort((a, b) => a[0] - b[0])) {
@@ -68,7 +74,7 @@ export function latestParams(devices: Iterable<[number, NewestValues]>): LatestP
       vals += `${vals ? ',' : ''}${v}`;
     }
     out.devices.push(id);
-    out.names.push(`{"${names.join('","')}"}`);
+    out.names.push(namesLiteral(names));
     out.tss.push(`{${tss}}`);
     out.vals.push(`{${vals}}`);
     out.newestUs.push(hi);
