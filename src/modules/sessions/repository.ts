@@ -149,7 +149,8 @@ export async function completeSessions(
        from asked k
        join sessions s on s.id = k.id and s.tenant_id = k.tenant_id
        join devices d on d.id = s.device_id
-      where not exists (select 1 from moved m where m.id = s.id)`,
+      -- not in (ids are never null): a hashed subplan; not exists was a nested loop over moved (n²)
+      where s.id not in (select m.id from moved m)`,
     [tenantIds, ids, tasks.single, tasks.batch, tasks.maxAttempts],
   );
 }
@@ -289,14 +290,18 @@ export async function summarizeSessions(tx: Db, ids: string[]): Promise<Announce
     `with computed as (
        select c.id, c.revision, c.summary from jsonb_to_recordset($1::jsonb) as c(id uuid, revision int4, summary jsonb)
      ),
+     -- each computed summary with its locked row: the update then joins one list by the primary
+     -- key (joining computed and prev there was planned as a nested loop over prev: n² rows)
      prev as materialized (
-       select s.id, s.summarized_at from sessions s where s.id in (select id from computed) order by s.id for update
+       select s.id, s.summarized_at, c.revision, c.summary
+         from computed c join sessions s on s.id = c.id
+        order by s.id for update of s
      ),
      stored as (
-       update sessions s set status = 'completed', summary = c.summary, stale = (s.revision <> c.revision),
+       update sessions s set status = 'completed', summary = p.summary, stale = (s.revision <> p.revision),
               error = null, summarized_at = now()
-         from computed c, prev p
-        where s.id = c.id and p.id = s.id and s.status in ('completing', 'completed', 'failed')
+         from prev p
+        where s.id = p.id and s.status in ('completing', 'completed', 'failed')
        returning s.*, p.summarized_at is null as first
      )
      select s.tenant_id, s.notify_email, ${COLUMNS}
