@@ -144,6 +144,7 @@ export const ConfigSchema = Type.Object({
   WORKER_PORT: Int(8081, 0, 65535, '`pulse worker`: HTTP port of /healthz, /readyz and /metrics.'),
   RETENTION_DAYS: Int(90, 1, 36_500, 'Daily readings partitions older than this many days are dropped (daily `retention` job).'),
   SESSION_COMPLETE_BATCH_MAX: Int(500, 1, 10_000, 'Session completions committed in one transaction (group commit, with their summary jobs).'),
+  SESSION_SUMMARY_WINDOW_MS: Int(100, 0, 10_000, 'Completion flushes within a window of this many ms share one summary job (fewer, larger jobs: less database work per session, up to this much more summary lag); 0: a job per flush.'),
   SESSION_COMPLETE_QUEUE_MAX: Int(10_000, 1, 1_000_000, 'Session completions queued or being committed; past this, completions get 503 + Retry-After at once.'),
 });
 

@@ -10,6 +10,7 @@ import { ExplainDb, readingsSeqScans } from '../src/infra/explain.ts';
 import { createMetrics } from '../src/infra/metrics.ts';
 import { retryJob } from '../src/jobs/repository.ts';
 import { startJobRunner, type JobRunner } from '../src/jobs/runner.ts';
+import { CompletionBatcher } from '../src/modules/sessions/completions.ts';
 import * as repo from '../src/modules/sessions/repository.ts';
 import { toSession } from '../src/modules/sessions/service.ts';
 import { bearer, createTestApp, type TestApp } from './helpers/app.ts';
@@ -20,17 +21,25 @@ import { until } from './helpers/wait.ts';
 const iso = (ms: number) => new Date(ms).toISOString();
 const NO_SESSION = '00000000-0000-4000-8000-000000000000';
 
-/** Summary jobs (both tasks) whose payload names any of `ids`. */
+type FlushPart = { session_ids: string[] };
+
+/**
+ * Summary jobs (both tasks) whose payload names any of `ids`; `parts`: a batch job's
+ * payload, one element per flush (a single object: the format before windows).
+ */
 async function summaryJobs(pool: pg.Pool, ids: string[]) {
-  const { rows } = await pool.query<{ task: string; payload: { session_id?: string; session_ids?: string[] }; key: string | null; attempts: number; max_attempts: number; last_error: string | null }>(
-    `select t.identifier as task, j.payload, j.key, j.attempts, j.max_attempts, j.last_error
+  const { rows } = await pool.query<{ task: string; payload: { session_id?: string } | FlushPart | FlushPart[]; key: string | null; run_at: Date; attempts: number; max_attempts: number; last_error: string | null }>(
+    `select t.identifier as task, j.payload, j.key, j.run_at, j.attempts, j.max_attempts, j.last_error
        from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
       where t.identifier in ('session.summarize', 'session.summarize_batch')
         and (j.payload->>'session_id' = any($1::text[])
-             or exists (select 1 from json_array_elements_text(j.payload->'session_ids') e where e = any($1::text[])))`,
+             or exists (select 1
+                          from json_array_elements(case json_typeof(j.payload) when 'array' then j.payload else json_build_array(j.payload) end) p,
+                               json_array_elements_text(p->'session_ids') e
+                         where e = any($1::text[])))`,
     [ids],
   );
-  return rows;
+  return rows.map((r) => ({ ...r, parts: Array.isArray(r.payload) ? r.payload : 'session_ids' in r.payload ? [r.payload] : [] }));
 }
 
 /** Jobs left to run (the per-minute rollups job aside; failed ones stay, with attempts = max_attempts). */
@@ -134,7 +143,8 @@ describe('session summaries in batches', () => {
     let jobs = await summaryJobs(f.t.db.pool, ids);
     assert.equal(jobs.length, 1, 'one job for the whole flush');
     assert.equal(jobs[0]!.task, 'session.summarize_batch');
-    assert.deepEqual([...jobs[0]!.payload.session_ids!].sort(), [...ids].sort());
+    assert.equal(jobs[0]!.parts.length, 1, 'one flush');
+    assert.deepEqual([...jobs[0]!.parts[0]!.session_ids].sort(), [...ids].sort());
 
     // repeated, in one flush and over HTTP: the same answers, no second job
     const again = await completeInOneFlush(f, ids);
@@ -339,5 +349,83 @@ describe('session summary batches: failure isolation', () => {
       const r = await f.t.db.pool.query(`select 1 from graphile_worker.jobs where id = $1`, [rows[0]!.id]);
       return r.rows.length ? undefined : true;
     });
+  });
+});
+
+describe('session summary windows', () => {
+  let f: Fixture;
+  let runner: JobRunner | null = null;
+
+  before(async () => {
+    // a long window, and polls too rare to find a job within the test: only the due notification can
+    f = await fixture({ SESSION_SUMMARY_WINDOW_MS: 5_000, JOBS_POLL_INTERVAL_MS: 60_000, SMTP_URL: '', MAIL_DIR: '' });
+  });
+  after(async () => {
+    await runner?.stop();
+    await f.t.close();
+  });
+
+  const completedIn = async (ids: string[]) => {
+    const { rows } = await f.t.db.pool.query<{ n: number; runs: number }>(
+      `select count(*)::int as n, count(distinct summarized_at)::int as runs from sessions where id = any($1::uuid[]) and status = 'completed'`,
+      [ids],
+    );
+    return rows[0]!;
+  };
+
+  it('flushes within one window share one batch job, one element per flush; the worker runs it when due, without a poll', async () => {
+    runner = await startJobRunner({ url: f.t.db.url, config: f.t.config, metrics: createMetrics(), logger: pino({ level: 'silent' }) });
+    // a window boundary may fall between the two flushes (then each has a job of its own): try again
+    for (let attempt = 1; ; attempt++) {
+      const first = await openSessions(f, `win${attempt}a`, 3);
+      const second = await openSessions(f, `win${attempt}b`, 4);
+      const startedMs = Date.now();
+      await completeInOneFlush(f, first);
+      await completeInOneFlush(f, second);
+      const jobs = await summaryJobs(f.t.db.pool, [...first, ...second]);
+      const all = [...first, ...second];
+      if (jobs.length === 1 && jobs[0]!.parts.length === 2) {
+        const job = jobs[0]!;
+        assert.equal(job.task, 'session.summarize_batch');
+        assert.match(job.key!, /^session\.summarize_batch:[0-9a-f]{8}:\d+$/);
+        assert.deepEqual(job.parts.map((p) => [...p.session_ids].sort()), [[...first].sort(), [...second].sort()]);
+        assert.ok(job.run_at.getTime() > startedMs, 'due at the end of its window, not now');
+        assert.deepEqual(await completedIn(all), { n: 0, runs: 0 }, 'nothing summarized before the window ends');
+        const done = await until('the window’s summaries', async () => {
+          const c = await completedIn(all);
+          return c.n === all.length ? c : undefined;
+        });
+        assert.equal(done.runs, 1, 'in one job run (one transaction)');
+        for (const id of all) {
+          const res = await f.t.app.inject({ method: 'GET', url: `/v1/sessions/${id}`, headers: bearer(f.key) });
+          assertSummaryEqual(res.json().summary, await rawSummary(f.t.db.pool, id), id);
+        }
+        return;
+      }
+      assert.ok(attempt < 3, `the two flushes never shared a window: ${JSON.stringify(jobs.map((j) => [j.key, j.parts.length]))}`);
+      await until('the split windows’ summaries', async () => ((await completedIn(all)).n === all.length ? true : undefined));
+    }
+  });
+
+  it('without a window (SESSION_SUMMARY_WINDOW_MS=0) a flush adds a job of its own, due now', async () => {
+    const batcher = new CompletionBatcher(f.t.database.api, { maxBatch: 500, maxQueued: 1_000, maxAttempts: 3, summaryWindowMs: 0 }, pino({ level: 'silent' }));
+    try {
+      const ids = await openSessions(f, 'nowin', 3);
+      const beforeMs = Date.now();
+      const [none, ...rows] = await Promise.all([batcher.complete(f.tenantId, NO_SESSION), ...ids.map((id) => batcher.complete(f.tenantId, id))]);
+      assert.equal(none, undefined);
+      assert.deepEqual(rows.map((r) => r!.status), ['completing', 'completing', 'completing']);
+      const jobs = await summaryJobs(f.t.db.pool, ids);
+      if (jobs.length) {
+        // not run yet (the worker of the test above may take it at once)
+        assert.equal(jobs.length, 1);
+        assert.equal(jobs[0]!.key, null);
+        assert.deepEqual([...jobs[0]!.parts[0]!.session_ids].sort(), [...ids].sort());
+        assert.ok(jobs[0]!.run_at.getTime() <= Date.now() + 1_000 && jobs[0]!.run_at.getTime() >= beforeMs - 5_000);
+      }
+      await until('its summaries', async () => ((await completedIn(ids)).n === ids.length ? true : undefined));
+    } finally {
+      await batcher.close();
+    }
   });
 });

@@ -36,6 +36,17 @@ export class Liveness {
     await this.client.query('select pg_advisory_lock($1::int, hashtext($2::text))', [LIVENESS_CLASS, poolId]);
   }
 
+  /**
+   * Also listens on this connection (one per worker process already): `onPayload` gets the
+   * payload of each notification on `channel`.
+   */
+  async listen(channel: string, onPayload: (payload: string | undefined) => void): Promise<void> {
+    this.client.on('notification', (msg) => {
+      if (msg.channel === channel) onPayload(msg.payload);
+    });
+    await this.client.query(`listen ${channel}`);
+  }
+
   async close(): Promise<void> {
     await this.client.end().catch(() => {});
   }

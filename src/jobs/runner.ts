@@ -1,10 +1,21 @@
 import { EventEmitter } from 'node:events';
 import client from 'prom-client';
-import { Logger as GraphileLogger, parseCronItems, run, type JobHelpers, type Runner, type Task, type TaskList, type WorkerEvents } from 'graphile-worker';
+import {
+  Logger as GraphileLogger,
+  parseCronItems,
+  run,
+  type JobHelpers,
+  type Runner,
+  type Task,
+  type TaskList,
+  type WorkerEvents,
+  type WorkerPool,
+} from 'graphile-worker';
 import type { Logger } from 'pino';
 import { ConfigError, type Config } from '../config.ts';
 import { Database } from '../infra/db.ts';
 import type { Metrics } from '../infra/metrics.ts';
+import { DueWakeups, JOBS_DUE_CHANNEL } from './due.ts';
 import { Liveness, releaseJobsOfDeadWorkers } from './recovery.ts';
 import * as queue from './repository.ts';
 import { cronItems, taskList, type JobDeps } from './tasks.ts';
@@ -112,10 +123,16 @@ export async function startJobRunner(opts: JobRunnerOptions): Promise<JobRunner>
   const liveness = await Liveness.connect(opts.url, log, () => void runner?.stop('liveness connection lost').catch(() => {}));
   const events = new EventEmitter() as WorkerEvents;
   const held: Promise<void>[] = [];
+  const pools: WorkerPool[] = [];
   events.on('pool:create', ({ workerPool }) => {
+    pools.push(workerPool);
     held.push(liveness.hold(workerPool.id));
   });
+  const wakeups = new DueWakeups(() => {
+    for (const pool of pools) pool.nudge(1);
+  });
   try {
+    await liveness.listen(JOBS_DUE_CHANNEL, (payload) => wakeups.due(payload));
     runner = await run({
       pgPool: database.pools.query,
       concurrency: config.JOBS_CONCURRENCY,
@@ -129,6 +146,7 @@ export async function startJobRunner(opts: JobRunnerOptions): Promise<JobRunner>
     });
     await Promise.all(held);
   } catch (err) {
+    wakeups.clear();
     await runner?.stop().catch(() => {});
     await liveness.close();
     await database.close();
@@ -169,6 +187,7 @@ export async function startJobRunner(opts: JobRunnerOptions): Promise<JobRunner>
     stop() {
       stopping ??= (async () => {
         clearInterval(timer);
+        wakeups.clear();
         metrics.jobsSource.snapshot = async () => null;
         if (!stopped) await started.stop('pulse is stopping').catch((err: unknown) => log.error({ err }, 'job worker stop failed'));
         await done;

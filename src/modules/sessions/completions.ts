@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Db } from '../../infra/db.ts';
 import { problem } from '../../http/errors.ts';
@@ -11,6 +12,8 @@ export interface CompletionOptions {
   maxQueued: number;
   /** max_attempts of the summary jobs. */
   maxAttempts: number;
+  /** Flushes within a window of this many ms share one summary job (0: a job per flush). */
+  summaryWindowMs: number;
 }
 
 interface Pending {
@@ -34,12 +37,21 @@ export class CompletionBatcher {
   private flushing = false;
   private closed = false;
   private idle: (() => void)[] = [];
+  private readonly tasks: repo.CompletionTasks;
 
   constructor(
     private readonly db: Db,
     private readonly opts: CompletionOptions,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.tasks = {
+      single: SUMMARIZE_TASK,
+      batch: SUMMARIZE_BATCH_TASK,
+      maxAttempts: opts.maxAttempts,
+      windowMs: opts.summaryWindowMs,
+      windowKey: `${SUMMARIZE_BATCH_TASK}:${randomUUID().slice(0, 8)}`,
+    };
+  }
 
   /** Resolves with the session after the transaction completing it commits; undefined: no such session of the tenant. */
   complete(tenantId: number, id: string): Promise<repo.SessionRow | undefined> {
@@ -69,10 +81,9 @@ export class CompletionBatcher {
   }
 
   private async commit(batch: Pending[]) {
-    const tasks = { single: SUMMARIZE_TASK, batch: SUMMARIZE_BATCH_TASK, maxAttempts: this.opts.maxAttempts };
     let rows: (repo.SessionRow & { tenant_id: number })[];
     try {
-      rows = await repo.completeSessions(this.db, batch.map((p) => p.tenantId), batch.map((p) => p.id), tasks);
+      rows = await repo.completeSessions(this.db, batch.map((p) => p.tenantId), batch.map((p) => p.id), this.tasks);
     } catch (err) {
       this.log.error({ err, completions: batch.length }, 'session completion flush failed; its requests were answered 503');
       const p503 = problem('unavailable', 'The completion could not be committed; nothing was changed. Retry.', {}, { cause: err, retryAfterS: 1 });

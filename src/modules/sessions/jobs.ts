@@ -12,8 +12,12 @@ import { SUMMARIZE_BATCH_TASK, SUMMARIZE_TASK } from './task-names.ts';
 
 const SessionUuid = Type.String({ format: 'uuid' });
 const SummarizePayload = Type.Object({ session_id: SessionUuid });
-/** At most SESSION_COMPLETE_BATCH_MAX's upper bound: one completion flush's sessions. */
-const SummarizeBatchPayload = Type.Object({ session_ids: Type.Array(SessionUuid, { minItems: 1, maxItems: 10_000 }) });
+/** One completion flush's sessions: at most SESSION_COMPLETE_BATCH_MAX's upper bound. */
+const FlushSessions = Type.Object({ session_ids: Type.Array(SessionUuid, { minItems: 1, maxItems: 10_000 }) });
+/** A batch job: one element per flush of its window (a single object: jobs queued before windows). */
+const SummarizeBatchPayload = Type.Union([Type.Array(FlushSessions, { minItems: 1 }), FlushSessions]);
+/** Sessions summarized in one transaction: a window's job under heavy load holds many flushes. */
+const SUMMARY_CHUNK = 1_000;
 
 /**
  * Computes and stores the summaries of the sessions (one set-based statement) and, in the
@@ -38,14 +42,15 @@ async function summarize(db: Db, ids: string[]): Promise<void> {
  * backoff; the last attempt's failure marks the session failed (an admin retry of the
  * job can still complete it).
  *
- * `session.summarize_batch` (the sessions one completion flush moved): all in one run.
- * Failure isolation: when the batch fails — for whatever reason, a single bad session
- * fails the whole store statement — its sessions still 'completing' are re-queued as
- * per-session jobs (one add_jobs, with their job keys) and the batch job finishes. So a
- * poison session cannot block the others: each gets its own retries, and only the bad
- * one ends up failed through the per-session path. A transient failure costs only the
- * batching of that one flush. Only when the re-queue itself fails does the batch job
- * throw, and the job system retries it.
+ * `session.summarize_batch` (the sessions the completion flushes of one window moved):
+ * one transaction per SUMMARY_CHUNK sessions. Failure isolation: when a chunk fails — for
+ * whatever reason, a single bad session fails the whole store statement — its sessions
+ * still 'completing' are re-queued as per-session jobs (one add_jobs, with their job keys)
+ * and the job goes on. So a poison session cannot block the others: each gets its own
+ * retries, and only the bad one ends up failed through the per-session path. A transient
+ * failure costs only the batching of that chunk. Only when the re-queue itself fails does
+ * the batch job throw, and the job system retries it (chunks already stored are stored
+ * again, with the same summaries, and announced nothing twice).
  */
 export function sessionTasks(deps: JobDeps): TaskList {
   const db = deps.database.api;
@@ -70,12 +75,15 @@ export function sessionTasks(deps: JobDeps): TaskList {
         deps.logger.error({ payload }, `${SUMMARIZE_BATCH_TASK}: invalid payload, dropped`);
         return;
       }
-      const ids = payload.session_ids;
-      try {
-        await summarize(db, ids);
-      } catch (err) {
-        const requeued = await repo.requeueSummaries(db, ids, SUMMARIZE_TASK, helpers.job.max_attempts);
-        deps.logger.warn({ err, sessions: ids.length, requeued }, `${SUMMARIZE_BATCH_TASK} failed; its pending sessions were re-queued one job each`);
+      const ids = [...new Set((Array.isArray(payload) ? payload : [payload]).flatMap((p) => p.session_ids))];
+      for (let i = 0; i < ids.length; i += SUMMARY_CHUNK) {
+        const chunk = ids.slice(i, i + SUMMARY_CHUNK);
+        try {
+          await summarize(db, chunk);
+        } catch (err) {
+          const requeued = await repo.requeueSummaries(db, chunk, SUMMARIZE_TASK, helpers.job.max_attempts);
+          deps.logger.warn({ err, sessions: chunk.length, requeued }, `${SUMMARIZE_BATCH_TASK} failed; its pending sessions were re-queued one job each`);
+        }
       }
     },
   };

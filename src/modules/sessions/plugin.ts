@@ -15,7 +15,12 @@ export const sessionCompletionsPlugin = fp(
     const { config, database, logger } = app.pulse;
     const batcher = new CompletionBatcher(
       database.api,
-      { maxBatch: config.SESSION_COMPLETE_BATCH_MAX, maxQueued: config.SESSION_COMPLETE_QUEUE_MAX, maxAttempts: config.JOBS_MAX_ATTEMPTS },
+      {
+        maxBatch: config.SESSION_COMPLETE_BATCH_MAX,
+        maxQueued: config.SESSION_COMPLETE_QUEUE_MAX,
+        maxAttempts: config.JOBS_MAX_ATTEMPTS,
+        summaryWindowMs: config.SESSION_SUMMARY_WINDOW_MS,
+      },
       logger,
     );
     app.decorate('sessionCompletions', batcher);

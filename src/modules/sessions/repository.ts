@@ -1,4 +1,5 @@
 import type { Db } from '../../infra/db.ts';
+import { JOBS_DUE_CHANNEL } from '../../jobs/due.ts';
 import { TS_IN, TS_OUT } from '../readings/repository.ts';
 
 export type SessionStatus = 'open' | 'completing' | 'completed' | 'failed';
@@ -93,10 +94,17 @@ export async function listSessions(
 export interface CompletionTasks {
   /** Per-session task (payload `{ session_id }`, job key `<task>:<id>`): a flush that moved one session. */
   single: string;
-  /** Batch task (payload `{ session_ids }`): a flush that moved several. */
+  /** Batch task (payload `[{ session_ids }, …]`, one element per flush): a flush that moved several. */
   batch: string;
   maxAttempts: number;
+  /** Flushes within a window of this many ms share one batch job; 0: a job per flush. */
+  windowMs: number;
+  /** Key prefix of the window jobs, one per process: processes never wait on each other's job row. */
+  windowKey: string;
 }
+
+/** A window's batch job is due this long after the window ends (see completeSessions). */
+const WINDOW_GRACE = "interval '20 milliseconds'";
 
 /**
  * One completion flush in one statement (atomic on its own: no BEGIN/COMMIT round trips):
@@ -107,6 +115,17 @@ export interface CompletionTasks {
  * they are and get no job (idempotent). A flush that moved a single session queues the
  * per-session task, keyed as late.ts keys it: a batch of one gains nothing, and the key
  * lets a late-data re-summary merge with it instead of running a second time.
+ *
+ * A flush that moved several joins its window's batch job (tasks.windowMs > 0): flushes
+ * within one window of the clock append their sessions to one graphile-worker batch job
+ * (an array payload, one element per flush), due at the window's end, so the worker runs
+ * one job per window instead of one per flush. The window's first flush creates the job
+ * and notifies JOBS_DUE_CHANNEL of when it is due. The window is read from the clock right
+ * before the job is added and the job is due WINDOW_GRACE after the window ends, so a flush
+ * finds its window's job still waiting, never taken by a worker — should a worker have taken
+ * it all the same, graphile-worker adds a new job for the key (and takes the running one's
+ * remaining retries: it is then not retried), and should it be taken between add_jobs'
+ * own statements, which adds nothing, the flush adds a job of its own.
  *
  * A row returned still 'open' was completed by a concurrent flush (another process) that
  * committed after this statement's snapshot: the caller must read it again.
@@ -135,15 +154,33 @@ export async function completeSessions(
            from moved m))
         where (select n from moved_n) = 1
      ),
-     batch_job as (
-       select count(*)::int as n from graphile_worker.add_jobs(array[
-         row($4::text, json_build_object('session_ids', array(select m.id from moved m order by m.id)), null, null, $5::smallint, null, null, null)::graphile_worker.job_spec])
+     batch_spec as (
+       select json_build_array(json_build_object('session_ids', array(select m.id from moved m order by m.id))) as payload,
+              floor(extract(epoch from clock_timestamp()) * 1000 / nullif($7::int, 0))::int8 as win
         where (select n from moved_n) > 1
+     ),
+     batch_keyed as (
+       -- the window's job: the first flush of the window adds it, the others append to its payload
+       select j.revision, floor(extract(epoch from j.run_at) * 1000)::int8 as due_ms
+         from batch_spec b, graphile_worker.add_jobs(array[
+           row($4::text, b.payload, null, to_timestamp((b.win + 1) * $7::int / 1000.0) + ${WINDOW_GRACE},
+               $5::smallint, $6::text || ':' || b.win, null, null)::graphile_worker.job_spec], true) j
+        where b.win is not null
+     ),
+     batch_job as (
+       -- no window, or the window's job added nothing (taken by a worker meanwhile): a job of its own
+       select count(*)::int as n from batch_spec b, graphile_worker.add_jobs(array[
+         row($4::text, b.payload, null, null, $5::smallint, null, null, null)::graphile_worker.job_spec])
+        where not exists (select 1 from batch_keyed)
+     ),
+     woken as (
+       select count(*)::int as n
+         from (select pg_notify('${JOBS_DUE_CHANNEL}', k.due_ms::text) from batch_keyed k where k.revision = 0) x
      )
      select s.tenant_id, ${COLUMNS}
        from moved s join devices d on d.id = s.device_id
       -- a one-time filter: makes the job CTEs run, whatever the number of rows
-      where (select n from single_job) + (select n from batch_job) >= 0
+      where (select n from single_job) + (select n from batch_job) + (select n from woken) >= 0
      union all
      select s.tenant_id, ${COLUMNS}
        from asked k
@@ -151,7 +188,7 @@ export async function completeSessions(
        join devices d on d.id = s.device_id
       -- not in (ids are never null): a hashed subplan; not exists was a nested loop over moved (n²)
       where s.id not in (select m.id from moved m)`,
-    [tenantIds, ids, tasks.single, tasks.batch, tasks.maxAttempts],
+    [tenantIds, ids, tasks.single, tasks.batch, tasks.maxAttempts, tasks.windowKey, tasks.windowMs],
   );
 }
 
