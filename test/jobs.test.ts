@@ -180,7 +180,8 @@ describe('pulse worker (real processes)', () => {
   let t: TestApp;
   const children: ChildProcess[] = [];
   before(async () => {
-    t = await createTestApp();
+    // a completion's own per-session job (no summary window), found by its key
+    t = await createTestApp({ SESSION_SUMMARY_WINDOW_MS: 0 });
   });
   after(async () => {
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');

@@ -23,7 +23,8 @@ describe('sessions', () => {
   };
 
   before(async () => {
-    t = await createTestApp();
+    // per-session summary jobs (no window), found by their key; windows: session-batches.test.ts
+    t = await createTestApp({ SESSION_SUMMARY_WINDOW_MS: 0 });
     key = await t.key('acme');
   });
   after(async () => {
@@ -195,7 +196,7 @@ describe('sessions', () => {
 describe('session completions: bounded group commit', () => {
   let t: TestApp;
   before(async () => {
-    t = await createTestApp({ SESSION_COMPLETE_QUEUE_MAX: 1 });
+    t = await createTestApp({ SESSION_COMPLETE_QUEUE_MAX: 1, SESSION_SUMMARY_WINDOW_MS: 0 });
   });
   after(() => t.close());
 

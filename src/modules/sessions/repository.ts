@@ -92,9 +92,9 @@ export async function listSessions(
 }
 
 export interface CompletionTasks {
-  /** Per-session task (payload `{ session_id }`, job key `<task>:<id>`): a flush that moved one session. */
+  /** Per-session task (payload `{ session_id }`, job key `<task>:<id>`): without a window, a flush that moved one session. */
   single: string;
-  /** Batch task (payload `[{ session_ids }, …]`, one element per flush): a flush that moved several. */
+  /** Batch task (payload `[{ session_ids }, …]`, one element per flush): every flush of a window; without one, a flush that moved several. */
   batch: string;
   maxAttempts: number;
   /** Flushes within a window of this many ms share one batch job; 0: a job per flush. */
@@ -108,15 +108,13 @@ const WINDOW_GRACE = "interval '20 milliseconds'";
 
 /**
  * One completion flush in one statement (atomic on its own: no BEGIN/COMMIT round trips):
- * moves the asked-for open sessions to 'completing' (completed now), adds ONE summary job
- * for those it moved, and returns every asked-for session of its tenant — the moved ones
+ * moves the asked-for open sessions to 'completing' (completed now), queues their
+ * summaries (one job for all, see below), and returns every asked-for session of its tenant — the moved ones
  * as RETURNING gives them (the other parts of a statement do not see its CTE's update),
  * the others as they are. Sessions already completing, completed or failed are left as
- * they are and get no job (idempotent). A flush that moved a single session queues the
- * per-session task, keyed as late.ts keys it: a batch of one gains nothing, and the key
- * lets a late-data re-summary merge with it instead of running a second time.
+ * they are and get no job (idempotent).
  *
- * A flush that moved several joins its window's batch job (tasks.windowMs > 0): flushes
+ * Every flush that moved a session joins its window's batch job (tasks.windowMs > 0): flushes
  * within one window of the clock append their sessions to one graphile-worker batch job
  * (an array payload, one element per flush), due at the window's end, so the worker runs
  * one job per window instead of one per flush. The window's first flush creates the job
@@ -125,7 +123,10 @@ const WINDOW_GRACE = "interval '20 milliseconds'";
  * finds its window's job still waiting, never taken by a worker — should a worker have taken
  * it all the same, graphile-worker adds a new job for the key (and takes the running one's
  * remaining retries: it is then not retried), and should it be taken between add_jobs'
- * own statements, which adds nothing, the flush adds a job of its own.
+ * own statements, which adds nothing, the flush adds a job of its own. Without a window,
+ * a flush that moved several queues a batch job of its own, and one that moved a single
+ * session queues the per-session task, keyed as late.ts keys it (a late-data re-summary
+ * then merges with it instead of running a second time).
  *
  * A row returned still 'open' was completed by a concurrent flush (another process) that
  * committed after this statement's snapshot: the caller must read it again.
@@ -152,12 +153,12 @@ export async function completeSessions(
        select count(*)::int as n from graphile_worker.add_jobs(array(
          select row($3::text, json_build_object('session_id', m.id), null, null, $5::smallint, $3::text || ':' || m.id, null, null)::graphile_worker.job_spec
            from moved m))
-        where (select n from moved_n) = 1
+        where (select n from moved_n) = 1 and $7::int = 0
      ),
      batch_spec as (
        select json_build_array(json_build_object('session_ids', array(select m.id from moved m order by m.id))) as payload,
               floor(extract(epoch from clock_timestamp()) * 1000 / nullif($7::int, 0))::int8 as win
-        where (select n from moved_n) > 1
+        where (select n from moved_n) > (case when $7::int > 0 then 0 else 1 end)
      ),
      batch_keyed as (
        -- the window's job: the first flush of the window adds it, the others append to its payload
