@@ -11,6 +11,7 @@ import { enqueue } from '../src/jobs/enqueue.ts';
 import { startWorkerHttp } from '../src/jobs/http.ts';
 import { dropPartitionsOlderThan } from '../src/jobs/maintenance.ts';
 import { startJobRunner, type JobRunner } from '../src/jobs/runner.ts';
+import { CompletionBatcher } from '../src/modules/sessions/completions.ts';
 import { bearer, createTestApp, type TestApp } from './helpers/app.ts';
 import { until as waitUntil } from './helpers/wait.ts';
 import { freePort } from './helpers/ports.ts';
@@ -254,6 +255,61 @@ describe('pulse worker (real processes)', () => {
     second.kill('SIGTERM');
     const [code] = await once(second, 'exit');
     assert.equal(code, 0, 'a worker stops cleanly on SIGTERM');
+  });
+
+  it('the same for a summary window’s batch job: killed mid-job, it runs again after a restart', async () => {
+    const key = await t.key('acme');
+    const h = bearer(key);
+    const start = Date.now() - 600_000;
+    const devices = ['wcrash-1', 'wcrash-2'];
+    const readings = devices.flatMap((device, d) => [0, 1, 2].map((i) => ({ device, ts: new Date(start + i * 1000).toISOString(), metrics: { temp: 10 * d + i } })));
+    assert.equal((await t.app.inject({ method: 'POST', url: '/v1/readings', headers: h, payload: readings })).statusCode, 200);
+    const ids: string[] = [];
+    for (const device of devices) {
+      const res = await t.app.inject({ method: 'POST', url: `/v1/devices/${device}/sessions`, headers: h, payload: { started_at: new Date(start).toISOString() } });
+      ids.push(res.json().id);
+    }
+    // this app runs without a window: completed here through a batcher with one
+    const { rows: tenant } = await t.db.pool.query(`select id::int from tenants where name = 'acme'`);
+    const batcher = new CompletionBatcher(t.database.api, { maxBatch: 500, maxQueued: 100, maxAttempts: 10, summaryWindowMs: 100 }, pino({ level: 'silent' }));
+    await Promise.all(ids.map((id) => batcher.complete(tenant[0].id, id)));
+    await batcher.close();
+    const jobOf = `select j.id::text, j.attempts, j.locked_by, j.key
+                     from graphile_worker._private_jobs j join graphile_worker._private_tasks k on k.id = j.task_id
+                    where k.identifier = 'session.summarize_batch' and j.payload::text like '%' || $1 || '%'`;
+
+    const locker = await t.db.pool.connect();
+    let released = false;
+    try {
+      await locker.query('begin');
+      await locker.query('lock table sessions in access exclusive mode');
+      const first = await startWorker();
+      const locked = await waitUntil('the first worker to take the window job', async () => {
+        const r = await locker.query<JobRow & { key: string }>(`${jobOf} and j.locked_by is not null`, [ids[0]]);
+        return r.rows[0];
+      });
+      assert.match(locked.key, /^session\.summarize_batch:[0-9a-f]{8}:\d+$/);
+      assert.equal(locked.attempts, 1);
+      first.kill('SIGKILL');
+      await once(first, 'exit');
+      await locker.query('rollback');
+      released = true;
+    } finally {
+      if (!released) await locker.query('rollback').catch(() => {});
+      locker.release();
+    }
+
+    const second = await startWorker();
+    for (const [d, id] of ids.entries()) {
+      const done = await waitUntil('the summary after the restart', async () => {
+        const b = (await t.app.inject({ method: 'GET', url: `/v1/sessions/${id}`, headers: h })).json();
+        return b.status === 'completed' ? b : undefined;
+      });
+      assert.deepEqual(done.summary.metrics.temp, { count: 3, min: 10 * d, max: 10 * d + 2, avg: 10 * d + 1, first: 10 * d, last: 10 * d + 2 });
+    }
+    await waitUntil('the job to be completed', async () => ((await t.db.pool.query(jobOf, [ids[0]])).rows.length === 0 ? true : undefined));
+    second.kill('SIGTERM');
+    await once(second, 'exit');
   });
 });
 
