@@ -4,6 +4,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import type { JobHelpers } from 'graphile-worker';
+import type pg from 'pg';
 import pino from 'pino';
 import { loadConfig, type Config } from '../src/config.ts';
 import { createMetrics } from '../src/infra/metrics.ts';
@@ -207,6 +208,30 @@ describe('pulse worker (real processes)', () => {
     return child;
   }
 
+  /**
+   * Holds the summary mid-job (its first statement waits on a lock of `sessions`), starts a
+   * worker, waits until `lockedJob` (a query on the locker's connection) finds the job it
+   * took, SIGKILLs it and lets go of the lock; returns the job as it was found.
+   */
+  async function killWorkerMidJob<R>(lockedJob: (locker: pg.PoolClient) => Promise<R | undefined>): Promise<R> {
+    const locker = await t.db.pool.connect();
+    let released = false;
+    try {
+      await locker.query('begin');
+      await locker.query('lock table sessions in access exclusive mode');
+      const first = await startWorker();
+      const locked = await until('the first worker to take the job', () => lockedJob(locker));
+      first.kill('SIGKILL');
+      await once(first, 'exit');
+      await locker.query('rollback');
+      released = true;
+      return locked;
+    } finally {
+      if (!released) await locker.query('rollback').catch(() => {});
+      locker.release();
+    }
+  }
+
   it('a worker SIGKILLed mid-job: after a restart the job runs again and the summary is right', async () => {
     const key = await t.key('acme');
     const h = bearer(key);
@@ -216,26 +241,11 @@ describe('pulse worker (real processes)', () => {
     const s = (await t.app.inject({ method: 'POST', url: '/v1/devices/crash-1/sessions', headers: h, payload: { started_at: new Date(start).toISOString() } })).json();
     assert.equal((await t.app.inject({ method: 'POST', url: `/v1/sessions/${s.id}/complete`, headers: h })).statusCode, 202);
 
-    // hold the summary mid-job: its first statement waits on this lock
-    const locker = await t.db.pool.connect();
-    let released = false;
-    try {
-      await locker.query('begin');
-      await locker.query('lock table sessions in access exclusive mode');
-      const first = await startWorker();
-      const locked = await until('the first worker to take the job', async () => {
-        const r = await locker.query<JobRow>(`select id::text, attempts, locked_by from graphile_worker.jobs where key = $1 and locked_by is not null`, [`session.summarize:${s.id}`]);
-        return r.rows[0];
-      });
-      assert.equal(locked.attempts, 1);
-      first.kill('SIGKILL');
-      await once(first, 'exit');
-      await locker.query('rollback');
-      released = true;
-    } finally {
-      if (!released) await locker.query('rollback').catch(() => {});
-      locker.release();
-    }
+    const locked = await killWorkerMidJob(async (locker) => {
+      const r = await locker.query<JobRow>(`select id::text, attempts, locked_by from graphile_worker.jobs where key = $1 and locked_by is not null`, [`session.summarize:${s.id}`]);
+      return r.rows[0];
+    });
+    assert.equal(locked.attempts, 1);
     const still = await t.db.pool.query(`select locked_by from graphile_worker.jobs where key = $1`, [`session.summarize:${s.id}`]);
     assert.ok(still.rows[0]?.locked_by, 'the dead worker still holds the job');
 
@@ -278,26 +288,12 @@ describe('pulse worker (real processes)', () => {
                      from graphile_worker._private_jobs j join graphile_worker._private_tasks k on k.id = j.task_id
                     where k.identifier = 'session.summarize_batch' and j.payload::text like '%' || $1 || '%'`;
 
-    const locker = await t.db.pool.connect();
-    let released = false;
-    try {
-      await locker.query('begin');
-      await locker.query('lock table sessions in access exclusive mode');
-      const first = await startWorker();
-      const locked = await waitUntil('the first worker to take the window job', async () => {
-        const r = await locker.query<JobRow & { key: string }>(`${jobOf} and j.locked_by is not null`, [ids[0]]);
-        return r.rows[0];
-      });
-      assert.match(locked.key, /^session\.summarize_batch:[0-9a-f]{8}:\d+$/);
-      assert.equal(locked.attempts, 1);
-      first.kill('SIGKILL');
-      await once(first, 'exit');
-      await locker.query('rollback');
-      released = true;
-    } finally {
-      if (!released) await locker.query('rollback').catch(() => {});
-      locker.release();
-    }
+    const locked = await killWorkerMidJob(async (locker) => {
+      const r = await locker.query<JobRow & { key: string }>(`${jobOf} and j.locked_by is not null`, [ids[0]]);
+      return r.rows[0];
+    });
+    assert.match(locked.key, /^session\.summarize_batch:[0-9a-f]{8}:\d+$/);
+    assert.equal(locked.attempts, 1);
 
     const second = await startWorker();
     for (const [d, id] of ids.entries()) {

@@ -3,7 +3,6 @@ import * as repo from '../readings/repository.ts';
 
 const MAX_CACHED = 50_000;
 
-
 /**
  * The metric-set dictionary (sorted metric names → id). Entries never change once
  * created, so this process keeps them in memory: a flush resolves its sets without a
